@@ -1,0 +1,1 @@
+"""Dataflow hardware: hardware ops, folding, estimates, the bit-exact simulator, RTL and FPGA toolchains."""

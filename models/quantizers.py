@@ -1,0 +1,85 @@
+"""Brevitas quantizers for bnnflow's networks, with the math they implement written down.
+
+Every quantizer has a constant scale, so that a trained network's integer codes map one to one onto the
+hardware's: a binary tensor is exactly {-1, +1}, a k-bit tensor is ``scale * q`` with integer ``q``.
+
+Binary (bit width 1), forward and pseudo-gradient (the clipped straight-through estimator, Courbariaux et al.,
+BinaryNet, arXiv:1602.02830)::
+
+    q(x) = +1 if x >= 0 else -1          # sign(0) = +1, as in hw/ and the bit-exact contract of design.md
+    dq/dx = 1 if |x| <= 1 else 0
+
+Binary weights are also clipped in place to [-1, 1] after each step (BinaryConnect), so the latent weights
+stay where the estimator passes gradient.
+
+k-bit (bit width k > 1), signed narrow range for weights and signed for activations, with ``m`` the largest
+code (``2**(k-1) - 1``)::
+
+    q(x) = round(clamp(x, -max_val, max_val) * m / max_val) * max_val / m
+    dq/dx = 1 inside the clamp range, 0 outside (straight-through through round)
+
+The unsigned input quantizer maps [0, 1] onto the codes 0 .. 2**k - 1, so an 8-bit image's raw pixel values
+divided by 255 become their own codes, and the accelerator can take the pixels as they are.
+
+These are thin subclasses of Brevitas's own quantizers that only pin the scale; Brevitas exports them as
+qonnx ``BipolarQuant`` (bit width 1) or ``Quant`` nodes.
+"""
+
+from __future__ import annotations
+
+from brevitas.inject.enum import RestrictValueType, ScalingImplType
+from brevitas.quant import (
+    Int8ActPerTensorFloat,
+    Int8WeightPerTensorFloat,
+    SignedBinaryActPerTensorConst,
+    SignedBinaryWeightPerTensorConst,
+    Uint8ActPerTensorFloat,
+)
+
+
+class BinaryWeightQuant(SignedBinaryWeightPerTensorConst):
+    """Weights in {-1, +1}: sign with sign(0) = +1, clipped STE, latent weights clamped to [-1, 1]."""
+
+    scaling_const = 1.0
+
+
+class BinaryActQuant(SignedBinaryActPerTensorConst):
+    """Activations in {-1, +1}: sign with sign(0) = +1, clipped STE (gradient zero where |x| > 1)."""
+
+    min_val = -1.0
+    max_val = 1.0
+
+
+class IntWeightQuant(Int8WeightPerTensorFloat):
+    """k-bit signed narrow-range weights on the fixed grid ``max_val / (2**(k-1) - 1)``, max_val = 1."""
+
+    scaling_impl_type = ScalingImplType.CONST
+    restrict_scaling_type = RestrictValueType.FP
+    scaling_const = 1.0
+
+
+class IntActQuant(Int8ActPerTensorFloat):
+    """k-bit signed activations on a fixed grid over [-1, 1]."""
+
+    scaling_impl_type = ScalingImplType.CONST
+    restrict_scaling_type = RestrictValueType.FP
+    min_val = -1.0
+    max_val = 1.0
+
+
+class InputQuant(Uint8ActPerTensorFloat):
+    """k-bit unsigned input codes on [0, 1]: ``q = round(x * (2**k - 1))``, scale ``1 / (2**k - 1)``."""
+
+    scaling_impl_type = ScalingImplType.CONST
+    restrict_scaling_type = RestrictValueType.FP
+    max_val = 1.0
+
+
+def weight_quant(bit_width: int) -> type:
+    """The weight quantizer for a bit width: binary for 1, k-bit integer otherwise."""
+    return BinaryWeightQuant if bit_width == 1 else IntWeightQuant
+
+
+def act_quant(bit_width: int) -> type:
+    """The activation quantizer for a bit width: binary for 1, k-bit integer otherwise."""
+    return BinaryActQuant if bit_width == 1 else IntActQuant

@@ -1,0 +1,77 @@
+"""The model registry: entry-point functions registered by name, as timm does.
+
+An entry point is a plain function ``name(**kwargs) -> nn.Module`` whose keyword arguments (bit widths,
+widths, input shape) are the model's configuration; ``[model] args`` in a config file is checked against its
+signature, so an unknown argument is an error rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from typing import Any, Callable
+
+from torch import nn
+
+from bnnflow.errors import ConfigError
+
+_model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register an entry point under its function name; a second registration of a name is an error."""
+    name = fn.__name__
+    if name in _model_entrypoints:
+        other = _model_entrypoints[name].__module__
+        raise ValueError(f"model {name!r} is registered twice ({other} and {fn.__module__})")
+    _model_entrypoints[name] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern, sorted."""
+    return sorted(n for n in _model_entrypoints if fnmatch.fnmatch(n, pattern))
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """The entry point's keyword arguments with their defaults, after checking the name exists."""
+    if name not in _model_entrypoints:
+        raise ConfigError(f"model.name = {name!r} is not a registered model (known: {', '.join(list_models())})")
+    params = inspect.signature(_model_entrypoints[name]).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
+def resolve_model_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Defaults merged with ``args``; unknown names and values of the wrong type are config errors."""
+    defaults = model_defaults(name)
+    unknown = sorted(set(args) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"model.args.{unknown[0]} is not an argument of {name} (allowed: {', '.join(defaults) or 'none'})"
+        )
+    for key, value in args.items():
+        expected = type(defaults[key])
+        if defaults[key] is not None and not isinstance(value, expected) or isinstance(value, bool) != isinstance(
+            defaults[key], bool
+        ):
+            raise ConfigError(f"model.args.{key} must be {expected.__name__}, got {value!r}")
+    return {**defaults, **args}
+
+
+def create_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a name from ``list_models()``.
+        input_shape: shape of one input sample, (C, H, W); a fact of the data set, not a setting.
+        num_classes: number of output classes; likewise.
+        **kwargs: the entry point's keyword arguments; unknown ones raise ``ConfigError``.
+
+    Returns:
+        The model, in training mode, with seeded-by-caller initial weights.
+    """
+    resolved = resolve_model_args(name, kwargs)
+    try:
+        return _model_entrypoints[name](input_shape=tuple(input_shape), num_classes=num_classes, **resolved)
+    except ValueError as err:
+        raise ConfigError(f"model {name}: {err}") from None

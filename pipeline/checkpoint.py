@@ -1,0 +1,133 @@
+"""Checkpoints: one safetensors file with the model, the optimizer state, the RNG state and a JSON header.
+
+Never a pickle: safetensors holds only tensors, and everything else (model name and arguments, epoch,
+optimizer hyper-parameters) is JSON in the file's metadata under the key ``bnnflow``. A checkpoint holds all
+that ``--resume`` needs to continue a run bit for bit, and all that ``export`` needs to rebuild the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bnnflow.errors import CheckpointError
+from bnnflow.models import create_model
+from bnnflow.pipeline.rundir import atomic_path
+
+FORMAT = "bnnflow-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, unpacked."""
+
+    model_name: str
+    model_args: dict[str, Any]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    epoch: int
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any] | None
+    rng_state: torch.Tensor | None
+    extra: dict[str, Any]
+
+    def build_model(self) -> nn.Module:
+        """The model with its trained weights, in eval mode."""
+        model = create_model(self.model_name, input_shape=self.input_shape, num_classes=self.num_classes,
+                             **self.model_args)
+        try:
+            model.load_state_dict(self.model_state)
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise CheckpointError(f"checkpoint weights do not fit model {self.model_name}: {first}") from None
+        return model.eval()
+
+
+def save_checkpoint(path: Path, model: nn.Module, model_name: str, model_args: dict[str, Any],
+                    input_shape: tuple[int, ...], num_classes: int, epoch: int,
+                    optimizer: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint atomically (temporary file, then rename)."""
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {"name": model_name, "args": model_args, "input_shape": list(input_shape),
+                  "num_classes": num_classes},
+        "epoch": epoch,
+        "extra": extra or {},
+    }
+    if optimizer is not None:
+        opt_state = optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, state in opt_state["state"].items():
+            for name, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optim.{index}.{name}"] = value.detach().contiguous()
+                else:
+                    scalars.setdefault(str(index), {})[name] = value
+        header["optimizer"] = {"param_groups": opt_state["param_groups"], "scalars": scalars}
+        tensors["rng.torch"] = torch.get_rng_state()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"bnnflow": json.dumps(header)})
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint; a missing, corrupt or foreign file is a ``CheckpointError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train first (`bnnflow train`)")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file ({err}); "
+                              "retrain, or resume from an intact copy") from None
+    try:
+        header = json.loads(metadata["bnnflow"])
+        if header.get("format") != FORMAT:
+            raise KeyError("format")
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} is a safetensors file but not a bnnflow checkpoint "
+                              "(no bnnflow header); point to RUN/train/checkpoint.safetensors") from None
+    if header.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {header.get('format_version')}, "
+                              f"this bnnflow reads version {FORMAT_VERSION}")
+    try:
+        return _unpack(header, tensors)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} has an incomplete bnnflow header (missing {err}); retrain or use another "
+                              "checkpoint") from None
+
+
+def _unpack(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Checkpoint:
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer_state = None
+    if "optimizer" in header:
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        for index, scalars in header["optimizer"]["scalars"].items():
+            state.setdefault(int(index), {}).update(scalars)
+        optimizer_state = {"state": state, "param_groups": header["optimizer"]["param_groups"]}
+    return Checkpoint(
+        model_name=header["model"]["name"],
+        model_args=header["model"]["args"],
+        input_shape=tuple(header["model"]["input_shape"]),
+        num_classes=int(header["model"]["num_classes"]),
+        epoch=int(header["epoch"]),
+        model_state=model_state,
+        optimizer_state=optimizer_state,
+        rng_state=tensors.get("rng.torch"),
+        extra=header.get("extra", {}),
+    )

@@ -1,0 +1,206 @@
+"""The ``bnnflow`` command: one typer command per stage, each a few lines over the same functions as the API.
+
+Errors a user can cause (``BnnflowError``) become one line on stderr and the error's exit code; the traceback
+is shown only with ``--debug`` or ``BNNFLOW_DEBUG=1``. Anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from bnnflow import __version__
+from bnnflow.errors import BnnflowError
+from bnnflow.pipeline.console import out
+
+app = typer.Typer(
+    name="bnnflow",
+    help="Binary neural networks from training to hardware: train, export, and (as stages land) compile, "
+    "simulate, build and deploy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[Optional[Path], typer.Argument(help="TOML config file; omit for the digits default.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<config name>].")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. train.epochs=5.")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="Model name (shortcut for --set model.name=...).")]
+DataOpt = Annotated[Optional[str], typer.Option(help="Data set: digits, mnist, cifar10, imagefolder.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(help="Folder of the data set (data.root).")]
+EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (train.epochs).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Training seed (train.seed).")]
+
+
+@app.callback()
+def _global(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (for CI).")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of user errors.")] = False,
+) -> None:
+    out.quiet = quiet
+    if debug:
+        os.environ["BNNFLOW_DEBUG"] = "1"
+
+
+def _resolve_config(config: Optional[Path], sets: Optional[list[str]], **shortcuts: Any):
+    from bnnflow.pipeline.config import load_config, parse_override
+
+    overrides = dict(parse_override(s) for s in sets or [])
+    keys = {"model": "model.name", "data": "data.name", "data_dir": "data.root", "epochs": "train.epochs",
+            "seed": "train.seed"}
+    for name, value in shortcuts.items():
+        if value is not None:
+            overrides[keys[name]] = str(value) if isinstance(value, Path) else value
+    return load_config(config).with_overrides(overrides)
+
+
+def _default_out(config: Optional[Path]) -> Path:
+    return Path("runs") / (config.stem if config else "default")
+
+
+@app.command()
+def run(
+    config: ConfigArg = None,
+    out_dir: OutOpt = None,
+    sets: SetOpt = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
+    steps: Annotated[Optional[str], typer.Option(help="Comma-separated steps [default: all].")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a run in --out made with another configuration.")] = False,
+) -> None:
+    """Run the whole pipeline (train, export, ...) into one run directory.
+
+    Rerunning with the same configuration continues where the last run stopped.
+    """
+    from bnnflow.pipeline.steps import DEFAULT_STEPS, prepare_run, run_steps, validate
+
+    cfg = _resolve_config(config, sets, model=model, data=data, data_dir=data_dir, epochs=epochs, seed=seed)
+    step_names = steps.split(",") if steps else DEFAULT_STEPS
+    cfg = validate(cfg)
+    run_dir = prepare_run(cfg, out_dir or _default_out(config), force=force)
+    summary = run_steps(cfg, run_dir, step_names)
+    _print_summary(run_dir.root, summary)
+
+
+@app.command()
+def train(
+    config: ConfigArg = None,
+    out_dir: OutOpt = None,
+    sets: SetOpt = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace a run in --out made with another configuration.")] = False,
+) -> None:
+    """Train a model; checkpoints every epoch to RUN/train/.
+
+    Multi-process (DDP): torchrun --nproc-per-node 2 -m bnnflow.pipeline.cli train CONFIG --out RUN
+    """
+    from bnnflow.pipeline.steps import prepare_run, run_steps, validate
+    from bnnflow.pipeline.train import train as train_fn
+
+    cfg = _resolve_config(config, sets, model=model, data=data, data_dir=data_dir, epochs=epochs, seed=seed)
+    cfg = validate(cfg)
+    root = out_dir or _default_out(config)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 owns the run directory
+        from bnnflow.pipeline.rundir import RunDir
+
+        train_fn(cfg, RunDir(root), resume=resume)
+        return
+    if not resume and (root / "train").exists() and not force:
+        from bnnflow.errors import ConfigError
+
+        raise ConfigError(f"{root} already has a training; pass --resume to continue it or --force to start over")
+    run_dir = prepare_run(cfg, root, force=force)
+
+    def step_train(cfg, run):
+        """Train (resuming when asked)."""
+        return train_fn(cfg, run, resume=resume)
+
+    summary = run_steps(cfg, run_dir, [step_train])
+    _print_summary(run_dir.root, summary)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with a trained checkpoint.")],
+    verify: Annotated[bool, typer.Option(help="Check model.qonnx against PyTorch with qonnx's executor.")] = True,
+) -> None:
+    """Export RUN/train/checkpoint.safetensors to RUN/model.qonnx (1-bit QONNX), verified with qonnx."""
+    from bnnflow.pipeline.rundir import RunDir
+    from bnnflow.pipeline.steps import run_steps
+
+    run = RunDir(run_dir)
+    cfg = run.read_config()
+    cfg = cfg.with_overrides({"export.verify": verify})
+    summary = run_steps(cfg, run, ["export"])
+    _print_summary(run.root, summary)
+
+
+@app.command()
+def models(pattern: Annotated[str, typer.Argument(help="Shell-style filter.")] = "*") -> None:
+    """List the registered models and their arguments."""
+    from bnnflow.models import list_models
+    from bnnflow.models.registry import model_defaults
+
+    for name in list_models(pattern):
+        args = ", ".join(f"{k}={v!r}" for k, v in model_defaults(name).items())
+        print(f"{name}({args})")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Rewrite RUN/report.html from RUN/summary.json and the run's plots."""
+    from bnnflow.pipeline.report import write_report
+    from bnnflow.pipeline.rundir import RunDir
+
+    run = RunDir(run_dir)
+    run.read_config()
+    print(write_report(run))
+
+
+@app.command()
+def version() -> None:
+    """Print the bnnflow version."""
+    print(__version__)
+
+
+def _print_summary(root: Path, summary: dict[str, Any]) -> None:
+    if out.quiet:
+        return
+    for stage, entry in summary.get("stages", {}).items():
+        figures = {k: v for k, v in entry.items() if k in ("test_accuracy", "mismatches", "verified_samples")}
+        out.info(f"{stage:>8}: {entry.get('status')} in {entry.get('seconds')} s  {json.dumps(figures)}")
+    out.info(f"run directory: {root}  (summary.json, report.html)")
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning user errors into one line and an exit code."""
+    warnings.filterwarnings("ignore", module="brevitas")
+    warnings.filterwarnings("ignore", message=".*fast_hadamard_transform.*")
+    try:
+        app()
+    except BnnflowError as err:
+        if os.environ.get("BNNFLOW_DEBUG") == "1":
+            raise
+        out.error(str(err))
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        out.error("interrupted; rerun the same command to continue from the last checkpoint")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The run configuration: frozen dataclasses, loaded from TOML, validated field by field.
+
+A config file has one table per section (``[data]``, ``[model]``, ``[train]``, ``[export]``); every key is
+optional and falls back to the bundled default (the digits MLP). Validation names the offending key and what
+it accepts, so a typo never silently trains the wrong thing. ``Config.to_dict()`` round-trips through
+``Config.from_dict()``; the resolved config is written to ``RUN/config.toml`` before anything else runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from bnnflow.errors import ConfigError
+
+
+class DatasetName(str, enum.Enum):
+    """Data sets the loaders know; all but digits read a local folder in torchvision's layout."""
+
+    DIGITS = "digits"
+    MNIST = "mnist"
+    CIFAR10 = "cifar10"
+    IMAGEFOLDER = "imagefolder"
+
+
+class OptimizerName(str, enum.Enum):
+    ADAM = "adam"
+    SGD = "sgd"
+
+
+class ScheduleName(str, enum.Enum):
+    """Learning-rate schedules over epochs, applied after the linear warm-up."""
+
+    CONSTANT = "constant"
+    COSINE = "cosine"
+    STEP = "step"
+    LINEAR = "linear"
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"range": (lo, hi)}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    #: which data set to train and test on
+    name: DatasetName = DatasetName.DIGITS
+    #: folder holding the data set (unused for digits, which scikit-learn ships)
+    root: str = ""
+    #: fraction of the digits set held out for testing (a seeded, stratified split)
+    test_fraction: float = field(default=0.2, metadata=_range(0.05, 0.95))
+    #: seed of the digits train/test split; fixed so every run tests on the same images
+    split_seed: int = field(default=0, metadata=_range(0))
+    #: use only the first N training samples (0 = all); for smoke tests and quick looks
+    limit_train: int = field(default=0, metadata=_range(0))
+    #: use only the first N test samples (0 = all)
+    limit_test: int = field(default=0, metadata=_range(0))
+    #: side length images are resized to (imagefolder only)
+    image_size: int = field(default=32, metadata=_range(8, 1024))
+    #: random crop (padding 4) and horizontal flip for image training sets
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    #: a registered model name (``bnnflow models`` lists them)
+    name: str = "digits_mlp"
+    #: keyword arguments of the model's entry point (bit widths, widths); checked against its signature
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    #: number of passes over the training set
+    epochs: int = field(default=100, metadata=_range(1, 100_000))
+    #: global batch size (split across processes under torchrun)
+    batch_size: int = field(default=64, metadata=_range(1, 65_536))
+    optimizer: OptimizerName = OptimizerName.ADAM
+    #: peak learning rate, reached after warm-up
+    lr: float = field(default=0.01, metadata=_range(0.0, 10.0))
+    #: SGD momentum (ignored by Adam)
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    #: L2 weight decay applied to every parameter
+    weight_decay: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    schedule: ScheduleName = ScheduleName.COSINE
+    #: epochs of linear warm-up from 0 to ``lr``
+    warmup_epochs: int = field(default=0, metadata=_range(0))
+    #: epochs between decays of the step schedule
+    step_epochs: int = field(default=30, metadata=_range(1))
+    #: factor of each step-schedule decay
+    step_gamma: float = field(default=0.1, metadata=_range(0.0, 1.0))
+    #: label smoothing of the cross-entropy loss
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.99))
+    #: seed of initialisation, shuffling and augmentation
+    seed: int = field(default=0, metadata=_range(0))
+    #: CPU threads for PyTorch (0 = PyTorch's default)
+    threads: int = field(default=0, metadata=_range(0, 1024))
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    #: run qonnx's executor on the whole test split and compare with PyTorch
+    verify: bool = True
+    #: images per qonnx execution call while verifying
+    verify_batch: int = field(default=256, metadata=_range(1, 65_536))
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "export": ExportConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Config":
+        """Build and validate a config from nested dicts (a parsed TOML file)."""
+        if not isinstance(raw, dict):
+            raise ConfigError("config: expected a table of sections")
+        unknown = sorted(set(raw) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"config: unknown section [{unknown[0]}] (allowed: {', '.join(SECTIONS)})")
+        sections = {}
+        for name, section_cls in SECTIONS.items():
+            value = raw.get(name, {})
+            if not isinstance(value, dict):
+                raise ConfigError(f"config: [{name}] must be a table, got {type(value).__name__}")
+            sections[name] = _build_section(name, section_cls, value)
+        return cls(**sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts of TOML-writable values (enums as their string values)."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, enum.Enum):
+                return value.value
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return value
+
+        return {name: {k: plain(v) for k, v in dataclasses.asdict(getattr(self, name)).items()} for name in SECTIONS}
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Config":
+        """A copy with dotted keys (``train.epochs``) replaced; values are validated like file values."""
+        raw = self.to_dict()
+        for dotted, value in overrides.items():
+            parts = dotted.split(".")
+            if len(parts) < 2 or parts[0] not in SECTIONS:
+                raise ConfigError(f"override {dotted!r}: expected SECTION.KEY with SECTION one of {', '.join(SECTIONS)}")
+            target = raw[parts[0]]
+            for part in parts[1:-1]:
+                target = target.setdefault(part, {})
+                if not isinstance(target, dict):
+                    raise ConfigError(f"override {dotted!r}: {part} is not a table")
+            target[parts[-1]] = value
+        return Config.from_dict(raw)
+
+
+def _build_section(section: str, section_cls: type, values: dict[str, Any]) -> Any:
+    hints = get_type_hints(section_cls)
+    known = {f.name: f for f in fields(section_cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"config: unknown key {section}.{unknown[0]} (allowed: {', '.join(known)})")
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _check_value(f"{section}.{name}", hints[name], known[name], value)
+    return section_cls(**kwargs)
+
+
+def _check_value(key: str, hint: Any, spec: dataclasses.Field, value: Any) -> Any:
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        allowed = [m.value for m in hint]
+        if isinstance(value, hint):
+            return value
+        if value not in allowed:
+            raise ConfigError(f"config: {key} = {value!r} is not allowed (allowed: {', '.join(allowed)})")
+        return hint(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config: {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config: {key} must be an integer, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config: {key} must be a number, got {value!r}")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config: {key} must be a string, got {value!r}")
+    elif getattr(hint, "__origin__", None) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config: {key} must be a table, got {value!r}")
+        return dict(value)
+    lo, hi = spec.metadata.get("range", (None, None))
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"{lo if lo is not None else '-inf'} to {hi if hi is not None else 'inf'}"
+        raise ConfigError(f"config: {key} = {value!r} is out of range (allowed: {bounds})")
+    return value
+
+
+def load_config(path: Path | None) -> Config:
+    """Read a TOML config file; ``None`` gives the bundled default."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: {path} does not exist (pass a TOML file, or no file for the digits default)")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config: {path} is not valid TOML ({err})") from None
+    return Config.from_dict(raw)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE`` from the command line, reading VALUE as a TOML value (falling back to a string)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value

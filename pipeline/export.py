@@ -1,0 +1,127 @@
+"""Export: a trained checkpoint to a 1-bit QONNX graph, checked against PyTorch with qonnx's own executor.
+
+Brevitas's TorchScript exporter is used (``dynamo=False``): on torch >= 2.9 the dynamo exporter is the
+default and writes a ``Gemm`` without its bias input and a ``Conv`` without ``kernel_shape``, both of which
+FINN rejects (design.md, FINN facts). The graph is then cleaned with qonnx's ``cleanup_model`` (constant
+folding, shape inference, readable tensor names) and written atomically.
+
+Verification runs qonnx's executor, which bnnflow did not write, on the whole test split and compares with the
+PyTorch eval forward. The class scores are integer accumulators times one float scalar, so both sides compute
+the same float bit for bit and the comparison is exact (``np.array_equal`` per sample), not a tolerance.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bnnflow.errors import UnsupportedGraphError, VerificationError
+from bnnflow.pipeline.checkpoint import load_checkpoint
+from bnnflow.pipeline.config import Config
+from bnnflow.pipeline.console import out
+from bnnflow.pipeline.data import load_data, stack
+from bnnflow.pipeline.rundir import RunDir, atomic_path
+
+
+def export_model(model: nn.Module, input_shape: tuple[int, ...]):
+    """The in-memory layer: a Brevitas model (eval mode) to a cleaned qonnx ``ModelWrapper``."""
+    from brevitas.export import export_qonnx
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="bnnflow-export-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = str(Path(tmp) / "brevitas.onnx")
+        export_qonnx(model, input_t=torch.zeros(1, *input_shape), export_path=path, dynamo=False)
+        wrapper = cleanup_model(ModelWrapper(path))
+    check_finn_form(wrapper)
+    return wrapper
+
+
+def check_finn_form(wrapper) -> None:
+    """Refuse the two node forms FINN cannot read (a bias-less ``Gemm``, a ``Conv`` without ``kernel_shape``)."""
+    for node in wrapper.graph.node:
+        if node.op_type == "Gemm" and len(node.input) < 3:
+            raise UnsupportedGraphError(f"node {node.name} (Gemm) has no bias input, which FINN rejects; "
+                                        "export with dynamo=False")
+        if node.op_type == "Conv" and not any(a.name == "kernel_shape" for a in node.attribute):
+            raise UnsupportedGraphError(f"node {node.name} (Conv) has no kernel_shape, which FINN rejects; "
+                                        "export with dynamo=False")
+
+
+def execute_qonnx(wrapper, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Run qonnx's executor on many inputs, ``batch`` at a time (the graph's batch dimension is rewritten)."""
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    batched = copy.deepcopy(wrapper)
+    batched.graph.ClearField("value_info")
+    in_name, out_name = batched.graph.input[0].name, batched.graph.output[0].name
+    batch = min(batch, len(inputs))
+    batched.set_tensor_shape(in_name, [batch, *inputs.shape[1:]])
+    batched.set_tensor_shape(out_name, [batch, *wrapper.get_tensor_shape(out_name)[1:]])
+    batched = batched.transform(InferShapes())
+    results = []
+    for start in range(0, len(inputs), batch):
+        chunk = inputs[start: start + batch]
+        padded = np.zeros((batch, *inputs.shape[1:]), dtype=np.float32)
+        padded[: len(chunk)] = chunk
+        results.append(execute_onnx(batched, {in_name: padded})[out_name][: len(chunk)])
+    return np.concatenate(results)
+
+
+def compare_outputs(expected: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    """Exact per-sample comparison: how many differ, the first that does, and label disagreements."""
+    differs = ~np.all(expected == got, axis=tuple(range(1, expected.ndim)))
+    first = int(np.argmax(differs)) if differs.any() else None
+    return {
+        "mismatches": int(differs.sum()),
+        "first_mismatch": first,
+        "label_mismatches": int((expected.argmax(1) != got.argmax(1)).sum()),
+        "max_abs_diff": float(np.abs(expected - got).max()) if len(expected) else 0.0,
+    }
+
+
+def export(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """The export stage: ``RUN/train/checkpoint.safetensors`` to ``RUN/model.qonnx``, verified when configured."""
+    state = load_checkpoint(run.checkpoint)
+    model = state.build_model()
+    wrapper = export_model(model, state.input_shape)
+    with atomic_path(run.qonnx) as tmp:
+        wrapper.save(str(tmp))
+    figures: dict[str, Any] = {
+        "qonnx": run.qonnx.name,
+        "nodes": len(wrapper.graph.node),
+        "op_types": sorted({n.op_type for n in wrapper.graph.node}),
+    }
+    if not cfg.export.verify:
+        return figures
+    images, labels = stack(load_data(cfg.data).test)
+    out.info(f"verifying {run.qonnx.name} with qonnx's executor on {len(images)} test samples")
+    with torch.no_grad():
+        expected = torch.cat([model(images[i: i + 512]) for i in range(0, len(images), 512)]).numpy()
+    started = time.perf_counter()
+    got = execute_qonnx(wrapper, images.numpy(), cfg.export.verify_batch)
+    comparison = compare_outputs(expected, got)
+    figures.update(comparison, verified_samples=len(images), qonnx_seconds=round(time.perf_counter() - started, 2),
+                   qonnx_accuracy=float((got.argmax(1) == labels.numpy()).mean()))
+    verify_dir = run.root / "verify"
+    verify_dir.mkdir(exist_ok=True)
+    with atomic_path(verify_dir / "export.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, torch=expected, qonnx=got, labels=labels.numpy())
+    if comparison["mismatches"]:
+        raise VerificationError(
+            f"export: qonnx output differs from PyTorch on {comparison['mismatches']} of {len(images)} samples "
+            f"(first at index {comparison['first_mismatch']}); arrays in {verify_dir / 'export.npz'}"
+        )
+    return figures

@@ -1,0 +1,198 @@
+"""Quantization-aware training: the loop, its schedules, checkpoints every epoch, resume, and torchrun DDP.
+
+Determinism is by construction, so that a killed and resumed run ends with the same weights as an
+uninterrupted one: the shuffling order of epoch ``e`` comes from a generator seeded with ``(seed, e)``, the
+learning rate is a pure function of the fractional epoch, and the checkpoint written at the end of every
+epoch holds the model, the optimizer state and the global torch RNG state (which augmentation and dropout
+draw from).
+
+Multi-process training: launch with ``torchrun --nproc-per-node N -m bnnflow.pipeline.cli train ...``. Each
+process takes ``batch_size / N`` samples of every global batch (a ``DistributedSampler``), gradients are
+averaged by ``DistributedDataParallel`` (gloo on CPU, nccl on GPUs), and only rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from bnnflow.errors import CheckpointError, ConfigError
+from bnnflow.models import create_model
+from bnnflow.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from bnnflow.pipeline.config import Config, OptimizerName, ScheduleName, TrainConfig
+from bnnflow.pipeline.console import out
+from bnnflow.pipeline.data import DataSplits, load_data, stack
+from bnnflow.pipeline.report import plot_curves
+from bnnflow.pipeline.rundir import RunDir, atomic_write_text
+
+EVAL_BATCH = 512
+
+
+def lr_at(cfg: TrainConfig, epoch: float) -> float:
+    """Learning rate at a fractional epoch: linear warm-up to ``lr``, then the schedule over the rest."""
+    if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
+        return cfg.lr * epoch / cfg.warmup_epochs
+    span = max(cfg.epochs - cfg.warmup_epochs, 1)
+    progress = min(max(epoch - cfg.warmup_epochs, 0.0) / span, 1.0)
+    if cfg.schedule is ScheduleName.COSINE:
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.schedule is ScheduleName.LINEAR:
+        return cfg.lr * (1.0 - progress)
+    if cfg.schedule is ScheduleName.STEP:
+        return cfg.lr * cfg.step_gamma ** int((epoch - cfg.warmup_epochs) // cfg.step_epochs)
+    return cfg.lr
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer is OptimizerName.SGD:
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_model(cfg: Config, data: DataSplits) -> nn.Module:
+    """The configured model for a data set's input shape and class count."""
+    return create_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.args)
+
+
+def augment(images: torch.Tensor) -> torch.Tensor:
+    """Random crop with 4 pixels of zero padding and random horizontal flip, per image (global torch RNG)."""
+    n, _, h, w = images.shape
+    padded = nn.functional.pad(images, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (n,))
+    dx = torch.randint(0, 9, (n,))
+    flip = torch.rand(n) < 0.5
+    result = torch.empty_like(images)
+    for i in range(n):
+        crop = padded[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w]
+        result[i] = crop.flip(-1) if flip[i] else crop
+    return result
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy and the raw outputs of the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    outputs = torch.cat([model(images[i: i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
+    model.train(was_training)
+    loss = nn.functional.cross_entropy(outputs, labels).item()
+    accuracy = (outputs.argmax(1) == labels).float().mean().item()
+    return loss, accuracy, outputs
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), initialising the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _read_metrics(path: Path, before_epoch: int) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if r["epoch"] < before_epoch]
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def train(cfg: Config, run: RunDir, *, resume: bool = False, data: DataSplits | None = None) -> dict[str, Any]:
+    """Train the configured model into ``run``; returns the key figures for summary.json.
+
+    Args:
+        cfg: the resolved configuration.
+        run: the run directory; ``train/`` inside it receives the checkpoint, metrics and curves.
+        resume: continue from ``train/checkpoint.safetensors`` when it exists (a finished run is not retrained).
+        data: the loaded data set, when the caller has it already.
+    """
+    tcfg = cfg.train
+    rank, world = _distributed()
+    if tcfg.batch_size % world:
+        raise ConfigError(f"train.batch_size = {tcfg.batch_size} must be divisible by the {world} processes")
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    data = data or load_data(cfg.data)
+    torch.manual_seed(tcfg.seed)
+    model = build_model(cfg, data)
+    optimizer = make_optimizer(model, tcfg)
+    start_epoch = 0
+    if resume and run.checkpoint.is_file():
+        state = load_checkpoint(run.checkpoint)
+        if state.model_name != cfg.model.name or state.optimizer_state is None:
+            raise CheckpointError(f"{run.checkpoint} was not written by this run's training; "
+                                  "remove --resume or use a fresh --out folder")
+        model.load_state_dict(state.model_state)
+        optimizer.load_state_dict(state.optimizer_state)
+        torch.set_rng_state(state.rng_state)
+        start_epoch = state.epoch
+        out.info(f"resuming {run.root} at epoch {start_epoch + 1} of {tcfg.epochs}")
+    history = _read_metrics(run.metrics, start_epoch) if rank == 0 else []
+
+    net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    test_images, test_labels = stack(data.test)
+    model_args = {**cfg.model.args}
+    started = time.perf_counter()
+    with out.progress() as progress:
+        epochs_task = progress.add_task("train", total=tcfg.epochs, completed=start_epoch, status="")
+        for epoch in range(start_epoch, tcfg.epochs):
+            epoch_started = time.perf_counter()
+            generator = torch.Generator().manual_seed(tcfg.seed * 100_003 + epoch)
+            if world > 1:
+                sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, seed=tcfg.seed)
+                sampler.set_epoch(epoch)
+            else:
+                sampler = RandomSampler(data.train, generator=generator)
+            loader = DataLoader(data.train, batch_size=tcfg.batch_size // world, sampler=sampler)
+            net.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for step, (images, labels) in enumerate(loader):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(tcfg, epoch + step / len(loader))
+                if cfg.data.augment and images.dim() == 4:
+                    images = augment(images)
+                outputs = net(images)
+                loss = nn.functional.cross_entropy(outputs, labels, label_smoothing=tcfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(labels)
+                correct += (outputs.argmax(1) == labels).sum().item()
+                seen += len(labels)
+            if rank == 0:
+                test_loss, test_acc, _ = evaluate(model, test_images, test_labels)
+                history.append({
+                    "epoch": epoch, "lr": lr_at(tcfg, epoch), "train_loss": loss_sum / seen,
+                    "train_accuracy": correct / seen, "test_loss": test_loss, "test_accuracy": test_acc,
+                    "seconds": round(time.perf_counter() - epoch_started, 3), "world_size": world,
+                })
+                _write_metrics(run.metrics, history)
+                save_checkpoint(run.checkpoint, model, cfg.model.name, model_args, data.input_shape,
+                                data.num_classes, epoch + 1, optimizer, extra={"world_size": world})
+                progress.update(epochs_task, advance=1, status=f"loss {loss_sum / seen:.3f} test acc {test_acc:.2%}")
+            if world > 1:
+                dist.barrier()
+    if rank == 0 and history:
+        plot_curves(history, run.curves)
+    final = history[-1] if history else {}
+    return {
+        "model": cfg.model.name,
+        "dataset": cfg.data.name.value,
+        "epochs": tcfg.epochs,
+        "test_accuracy": final.get("test_accuracy"),
+        "train_accuracy": final.get("train_accuracy"),
+        "test_samples": len(data.test),
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "world_size": world,
+    }
