@@ -81,9 +81,9 @@ def run(
 
     Rerunning with the same configuration continues where the last run stopped.
     """
+    cfg = _resolve_config(config, sets, model=model, data=data, data_dir=data_dir, epochs=epochs, seed=seed)
     from bnnflow.pipeline.steps import DEFAULT_STEPS, prepare_run, run_steps, validate
 
-    cfg = _resolve_config(config, sets, model=model, data=data, data_dir=data_dir, epochs=epochs, seed=seed)
     step_names = steps.split(",") if steps else DEFAULT_STEPS
     cfg = validate(cfg)
     run_dir = prepare_run(cfg, out_dir or _default_out(config), force=force)
@@ -108,10 +108,10 @@ def train(
 
     Multi-process (DDP): torchrun --nproc-per-node 2 -m bnnflow.pipeline.cli train CONFIG --out RUN
     """
+    cfg = _resolve_config(config, sets, model=model, data=data, data_dir=data_dir, epochs=epochs, seed=seed)
     from bnnflow.pipeline.steps import prepare_run, run_steps, validate
     from bnnflow.pipeline.train import train as train_fn
 
-    cfg = _resolve_config(config, sets, model=model, data=data, data_dir=data_dir, epochs=epochs, seed=seed)
     cfg = validate(cfg)
     root = out_dir or _default_out(config)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 owns the run directory

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -201,6 +202,8 @@ def _check_value(key: str, hint: Any, spec: dataclasses.Field, value: Any) -> An
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config: {key} must be a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"config: {key} must be a finite number, got {value!r}")
     elif hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"config: {key} must be a string, got {value!r}")
@@ -237,5 +240,5 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw
+        value = raw.strip()
     return key.strip(), value

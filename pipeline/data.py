@@ -117,9 +117,11 @@ def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
             raw = f.read()
     except (OSError, EOFError) as err:
         raise DataError(f"{path} could not be read ({err}); re-extract the MNIST files") from None
-    if len(raw) < 8 or int.from_bytes(raw[:4], "big") != expected_magic:
+    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != expected_magic:
         raise DataError(f"{path} is not an MNIST IDX file (bad magic number); re-extract the MNIST files")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated inside its header; re-extract the MNIST files")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -143,14 +145,32 @@ def _load_mnist(cfg: DataConfig) -> DataSplits:
     return _tensor_splits(*arrays["train"], *arrays["test"], tuple(str(i) for i in range(10)))
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches (dicts of bytes, lists and numpy arrays) and refuses every other class, so a
+    crafted batch file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
-        raise DataError(f"{path} is not a CIFAR-10 python batch ({err}); re-extract cifar-10-python.tar.gz") from None
+    except Exception as err:  # any malformed pickle: unpickling raises a wide range of exception types
+        raise DataError(f"{path} is not a CIFAR-10 python batch ({type(err).__name__}: {err}); "
+                        "re-extract cifar-10-python.tar.gz") from None
     if len(data) != len(labels):
         raise DataError(f"{path} has {len(data)} images but {len(labels)} labels")
     return data, labels

@@ -43,17 +43,17 @@ def lr_at(cfg: TrainConfig, epoch: float) -> float:
         return cfg.lr * epoch / cfg.warmup_epochs
     span = max(cfg.epochs - cfg.warmup_epochs, 1)
     progress = min(max(epoch - cfg.warmup_epochs, 0.0) / span, 1.0)
-    if cfg.schedule is ScheduleName.COSINE:
+    if cfg.schedule == ScheduleName.COSINE:
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if cfg.schedule is ScheduleName.LINEAR:
+    if cfg.schedule == ScheduleName.LINEAR:
         return cfg.lr * (1.0 - progress)
-    if cfg.schedule is ScheduleName.STEP:
+    if cfg.schedule == ScheduleName.STEP:
         return cfg.lr * cfg.step_gamma ** int((epoch - cfg.warmup_epochs) // cfg.step_epochs)
     return cfg.lr
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer is OptimizerName.SGD:
+    if cfg.optimizer == OptimizerName.SGD:
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
