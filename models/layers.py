@@ -22,4 +22,9 @@ class LogitScale(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(-0.5 * math.log(fan_in)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.log_scale.exp()
+        scale = self.log_scale.exp()
+        if not self.training:
+            # A constant holding PyTorch's own float: exported as an Exp node, the scale would be folded by
+            # onnxruntime's exp, which differs from PyTorch's in the last bit for some values.
+            scale = torch.tensor(scale.item(), dtype=x.dtype)
+        return x * scale

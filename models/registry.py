@@ -49,13 +49,16 @@ def resolve_model_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"model.args.{unknown[0]} is not an argument of {name} (allowed: {', '.join(defaults) or 'none'})"
         )
+    resolved = dict(defaults)
     for key, value in args.items():
-        expected = type(defaults[key])
-        if defaults[key] is not None and not isinstance(value, expected) or isinstance(value, bool) != isinstance(
-            defaults[key], bool
-        ):
-            raise ConfigError(f"model.args.{key} must be {expected.__name__}, got {value!r}")
-    return {**defaults, **args}
+        default = defaults[key]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # TOML writes 0 for 0.0
+        if default is not None and (not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(
+                default, bool)):
+            raise ConfigError(f"model.args.{key} must be {type(default).__name__}, got {value!r}")
+        resolved[key] = value
+    return resolved
 
 
 def create_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
