@@ -110,11 +110,28 @@ class ExportConfig:
     verify_batch: int = field(default=256, metadata=_range(1, 65_536))
 
 
+@dataclass(frozen=True)
+class CompileConfig:
+    #: board whose LUT and block-RAM budget the folding fits (``bnnflow boards`` lists them)
+    board: str = "ulx3s"
+    #: frames/s to reach with the fewest resources (0 = the fastest folding that fits the board)
+    target_fps: float = field(default=0.0, metadata=_range(0.0))
+    #: clock of the accelerator in MHz (0 = the board's default clock)
+    clock_mhz: float = field(default=0.0, metadata=_range(0.0, 2000.0))
+    #: end the accelerator with a label select (the class index) instead of the class scores
+    label_select: bool = False
+    #: check model.qonnx, streamlined.onnx and dataflow.onnx against each other with qonnx's executor
+    verify: bool = True
+    #: test samples to verify on (0 = the whole test split)
+    verify_samples: int = field(default=1024, metadata=_range(0))
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "train": TrainConfig,
     "export": ExportConfig,
+    "compile": CompileConfig,
 }
 
 
@@ -126,6 +143,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    compile: CompileConfig = field(default_factory=CompileConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Config":

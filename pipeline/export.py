@@ -12,7 +12,6 @@ the same float bit for bit and the comparison is exact (``np.array_equal`` per s
 
 from __future__ import annotations
 
-import copy
 import tempfile
 import time
 import warnings
@@ -28,6 +27,7 @@ from bnnflow.pipeline.checkpoint import load_checkpoint
 from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.console import out
 from bnnflow.pipeline.data import load_data, stack
+from bnnflow.pipeline.execute import execute
 from bnnflow.pipeline.rundir import RunDir, atomic_path
 
 
@@ -56,27 +56,6 @@ def check_finn_form(wrapper) -> None:
         if node.op_type == "Conv" and not any(a.name == "kernel_shape" for a in node.attribute):
             raise UnsupportedGraphError(f"node {node.name} (Conv) has no kernel_shape, which FINN rejects; "
                                         "export with dynamo=False")
-
-
-def execute_qonnx(wrapper, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Run qonnx's executor on many inputs, ``batch`` at a time (the graph's batch dimension is rewritten)."""
-    from qonnx.core.onnx_exec import execute_onnx
-    from qonnx.transformation.infer_shapes import InferShapes
-
-    batched = copy.deepcopy(wrapper)
-    batched.graph.ClearField("value_info")
-    in_name, out_name = batched.graph.input[0].name, batched.graph.output[0].name
-    batch = min(batch, len(inputs))
-    batched.set_tensor_shape(in_name, [batch, *inputs.shape[1:]])
-    batched.set_tensor_shape(out_name, [batch, *wrapper.get_tensor_shape(out_name)[1:]])
-    batched = batched.transform(InferShapes())
-    results = []
-    for start in range(0, len(inputs), batch):
-        chunk = inputs[start: start + batch]
-        padded = np.zeros((batch, *inputs.shape[1:]), dtype=np.float32)
-        padded[: len(chunk)] = chunk
-        results.append(execute_onnx(batched, {in_name: padded})[out_name][: len(chunk)])
-    return np.concatenate(results)
 
 
 def compare_outputs(expected: np.ndarray, got: np.ndarray) -> dict[str, Any]:
@@ -110,7 +89,7 @@ def export(cfg: Config, run: RunDir) -> dict[str, Any]:
     with torch.no_grad():
         expected = torch.cat([model(images[i: i + 512]) for i in range(0, len(images), 512)]).numpy()
     started = time.perf_counter()
-    got = execute_qonnx(wrapper, images.numpy(), cfg.export.verify_batch)
+    got = execute(wrapper, images.numpy(), batch=cfg.export.verify_batch)[wrapper.graph.output[0].name]
     comparison = compare_outputs(expected, got)
     figures.update(comparison, verified_samples=len(images), qonnx_seconds=round(time.perf_counter() - started, 2),
                    qonnx_accuracy=float((got.argmax(1) == labels.numpy()).mean()))

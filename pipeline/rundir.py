@@ -1,6 +1,7 @@
 """The run directory: where each stage reads its input and writes its output, and the summary of the run.
 
 Layout (design.md): ``config.toml``, ``train/`` (checkpoint, metrics.jsonl, curves.png), ``model.qonnx``,
+``streamlined.onnx``, ``dataflow.onnx``, ``compile/`` (estimates), ``verify/`` (the arrays each check compared),
 ``summary.json`` and ``report.html``; later stages add theirs beside. Every file is written to a temporary
 name in the same folder and renamed into place, so a killed or failed stage never leaves a half-written file.
 """
@@ -74,6 +75,22 @@ class RunDir:
     @property
     def qonnx(self) -> Path:
         return self.root / "model.qonnx"
+
+    @property
+    def streamlined(self) -> Path:
+        return self.root / "streamlined.onnx"
+
+    @property
+    def dataflow(self) -> Path:
+        return self.root / "dataflow.onnx"
+
+    @property
+    def compile_dir(self) -> Path:
+        return self.root / "compile"
+
+    @property
+    def verify_dir(self) -> Path:
+        return self.root / "verify"
 
     @property
     def summary_path(self) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bnnflow.errors import BnnflowError, ConfigError
+from bnnflow.hw.boards import get_board
 from bnnflow.models.registry import resolve_model_args
 from bnnflow.pipeline.config import Config, ModelConfig
 from bnnflow.pipeline.console import out
@@ -37,8 +38,15 @@ def step_export(cfg: Config, run: RunDir) -> dict[str, Any]:
     return export(cfg, run)
 
 
-STEPS: dict[str, Step] = {"train": step_train, "export": step_export}
-DEFAULT_STEPS: list[str] = ["train", "export"]
+def step_compile(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Streamline model.qonnx, convert it to a folded dataflow graph, estimate it, and verify all three."""
+    from bnnflow.pipeline.compile.stage import compile_run
+
+    return compile_run(cfg, run)
+
+
+STEPS: dict[str, Step] = {"train": step_train, "export": step_export, "compile": step_compile}
+DEFAULT_STEPS: list[str] = ["train", "export", "compile"]
 
 
 def resolve_steps(names: list[str | Step]) -> list[tuple[str, Step]]:
@@ -59,6 +67,7 @@ def validate(cfg: Config) -> Config:
 
     Returns the config with the model's arguments resolved (defaults filled in), as config.toml records it.
     """
+    get_board(cfg.compile.board)
     args = resolve_model_args(cfg.model.name, cfg.model.args)
     cfg = dataclasses.replace(cfg, model=ModelConfig(cfg.model.name, args))
     build_model(cfg, load_data(cfg.data))

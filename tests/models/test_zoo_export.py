@@ -21,7 +21,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 from bnnflow.models import create_model
 from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.data import load_data, stack
-from bnnflow.pipeline.export import execute_qonnx, export_model
+from bnnflow.pipeline.execute import execute
+from bnnflow.pipeline.export import export_model
 from bnnflow.pipeline.steps import prepare_run, run_steps, validate
 
 MNIST_TRAIN, MNIST_TEST = 160, 80  # samples written to disk
@@ -146,7 +147,8 @@ def _check_reexecution(run, n: int = 4) -> None:
     images, labels = stack(load_data(cfg.data).test)
     np.testing.assert_array_equal(arrays["labels"], labels.numpy())
     np.testing.assert_array_equal(arrays["torch"], arrays["qonnx"])
-    got = execute_qonnx(ModelWrapper(str(run.qonnx)), images[:n].numpy(), batch=n)
+    wrapper = ModelWrapper(str(run.qonnx))
+    got = execute(wrapper, images[:n].numpy(), batch=n)[wrapper.graph.output[0].name]
     np.testing.assert_array_equal(got, arrays["torch"][:n])
 
 
@@ -222,5 +224,5 @@ def test_export_logit_scale_matches_pytorch_bit_for_bit(log_scale):
     with torch.no_grad():
         expected = model(images).numpy()
     wrapper = export_model(model, (1, 8, 8))
-    got = execute_qonnx(wrapper, images.numpy(), batch=16)
+    got = execute(wrapper, images.numpy(), batch=16)[wrapper.graph.output[0].name]
     np.testing.assert_array_equal(got, expected)

@@ -1,0 +1,85 @@
+"""Estimates of a dataflow graph: cycles, throughput, latency, LUTs and block RAM per layer.
+
+Pure analysis functions of ``dataflow.onnx`` (they never change the graph), called as
+``model.analysis(lambda m: estimate(m, clock_mhz, fabric))`` or directly. The model:
+
+- each op's cycles per frame come from its folding (``HWOp.get_exp_cycles``); the pipeline's initiation
+  interval is the slowest op's, so frames/s = clock / max(cycles), and that op is the bottleneck;
+- latency of one frame through the empty pipeline is bounded by the sum of the ops' cycles (each op is
+  assumed to need its whole frame before the next finishes; FIFOs between ops are not counted);
+- LUTs: the ops' logic models, plus memories small enough to sit in LUTs as ROMs;
+- block RAM: each memory goes to the fewest blocks over the fabric's port shapes (``width x depth``); memories
+  below ``LUTROM_MAX_BITS`` go to LUT ROM instead, as synthesis tools do.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+
+from bnnflow.errors import UnsupportedGraphError
+from bnnflow.hw.boards import Fabric
+from bnnflow.hw.ops.base import DOMAIN, HWOp, Memory
+
+#: memories up to this size are mapped to LUTs (a quarter of an 18 Kbit block)
+LUTROM_MAX_BITS = 4096
+
+
+def hw_ops(model: ModelWrapper) -> list[tuple[Any, HWOp]]:
+    """(node, op) for every hardware op; a node of another domain other than a reshape is an error."""
+    ops = []
+    for node in model.graph.node:
+        if node.domain == DOMAIN:
+            ops.append((node, getCustomOp(node)))
+        elif node.op_type != "Reshape":
+            raise UnsupportedGraphError(f"node {node.name} ({node.op_type}) is not a hardware op; compile the "
+                                        "model with `bnnflow compile` to get a dataflow graph")
+    if not ops:
+        raise UnsupportedGraphError("the graph holds no hardware op; is this a dataflow.onnx?")
+    return ops
+
+
+def memory_cost(memory: Memory, fabric: Fabric) -> tuple[int, int]:
+    """(block RAMs, LUTs) that one memory takes on a fabric."""
+    if memory.bits <= LUTROM_MAX_BITS:
+        return 0, math.ceil(memory.bits / fabric.rom_bits_per_lut)
+    blocks = min(math.ceil(memory.width / w) * math.ceil(memory.depth / d) for w, d in fabric.ram_shapes)
+    return blocks, 0
+
+
+def layer_estimate(node, op: HWOp, fabric: Fabric) -> dict[str, Any]:
+    blocks, rom_luts = 0, 0
+    for memory in op.memories():
+        b, luts = memory_cost(memory, fabric)
+        blocks, rom_luts = blocks + b, rom_luts + luts
+    return {
+        "name": node.name,
+        "op": node.op_type,
+        **op.folding(),
+        "cycles": op.get_exp_cycles(),
+        "luts": op.lut_estimate(fabric.lut_inputs) + rom_luts,
+        "ram_blocks": blocks,
+        "memory_bits": sum(m.bits for m in op.memories()),
+    }
+
+
+def estimate(model: ModelWrapper, clock_mhz: float, fabric: Fabric) -> dict[str, Any]:
+    """Per-layer and whole-pipeline estimates at a clock, on a fabric."""
+    layers = [layer_estimate(node, op, fabric) for node, op in hw_ops(model)]
+    bottleneck = max(layers, key=lambda layer: layer["cycles"])
+    ii = bottleneck["cycles"]
+    return {
+        "clock_mhz": clock_mhz,
+        "fabric": fabric.name,
+        "layers": layers,
+        "initiation_interval_cycles": ii,
+        "latency_cycles": sum(layer["cycles"] for layer in layers),
+        "frames_per_second": clock_mhz * 1e6 / ii,
+        "latency_us": sum(layer["cycles"] for layer in layers) / clock_mhz,
+        "bottleneck": bottleneck["name"],
+        "luts": sum(layer["luts"] for layer in layers),
+        "ram_blocks": sum(layer["ram_blocks"] for layer in layers),
+    }

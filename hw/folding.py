@@ -1,0 +1,144 @@
+"""Folding: choosing each hardware op's parallelism (PE, SIMD) for a target.
+
+Two targets:
+
+- ``fold_for_fps``: a frame rate at a clock. Every op gets the cheapest legal folding (fewest LUTs, then fewest
+  block RAMs) whose cycles per frame fit the budget ``clock / fps``; when some op cannot reach it even fully
+  parallel, nothing is changed and the error says the fastest rate any folding reaches.
+- ``fold_for_board``: the fastest pipeline that fits a board. Starting fully folded (PE = SIMD = 1, the
+  smallest design), the bottleneck op repeatedly takes the next-faster legal folding while the whole design
+  still fits the board's LUT share and block RAMs; it stops at the first step that would not fit.
+
+A sliding window is folded with the matrix unit it feeds: they must stream the same SIMD lanes, so that unit's
+SIMD is limited to divisors of the window's channel count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qonnx.core.modelwrapper import ModelWrapper
+
+from bnnflow.errors import BnnflowError
+from bnnflow.hw.boards import LUT_BUDGET_SHARE, Board, Fabric
+from bnnflow.hw.estimates import estimate, hw_ops, layer_estimate
+from bnnflow.hw.ops.base import HWOp, divisors
+
+
+class FoldingError(BnnflowError):
+    """No legal folding meets the target (exit code 2: change the target, the clock or the board)."""
+
+    exit_code = 2
+
+
+@dataclass
+class _Unit:
+    """An op folded on its own, or a matrix unit with the sliding window that feeds it."""
+
+    node: Any
+    op: HWOp
+    window: tuple[Any, HWOp] | None = None
+    options: list[dict[str, int]] = field(default_factory=list)
+
+    def apply(self, fold: dict[str, int]) -> None:
+        for key, value in fold.items():
+            self.op.set_nodeattr(key, value)
+        if self.window is not None:
+            self.window[1].set_nodeattr("SIMD", fold["SIMD"])
+
+    def current(self) -> dict[str, int]:
+        return self.op.folding()
+
+    def cost(self, fabric: Fabric) -> tuple[int, int, int]:
+        """(cycles, LUTs, block RAMs) at the current folding, the window included."""
+        parts = [layer_estimate(self.node, self.op, fabric)]
+        if self.window is not None:
+            parts.append(layer_estimate(*self.window, fabric))
+        return max(p["cycles"] for p in parts), sum(p["luts"] for p in parts), sum(p["ram_blocks"] for p in parts)
+
+    def cost_of(self, fold: dict[str, int], fabric: Fabric) -> tuple[int, int, int]:
+        before = self.current()
+        self.apply(fold)
+        try:
+            return self.cost(fabric)
+        finally:
+            self.apply(before)
+
+
+def _units(model: ModelWrapper) -> list[_Unit]:
+    ops = hw_ops(model)
+    producers = {node.output[0]: (node, op) for node, op in ops}
+    units = []
+    for node, op in ops:
+        if node.op_type == "SlidingWindow":
+            continue
+        window = producers.get(node.input[0])
+        unit = _Unit(node, op)
+        unit.options = op.legal_foldings()
+        if window is not None and window[0].op_type == "SlidingWindow":
+            unit.window = window
+            channels = window[1].get_nodeattr("IFMChannels")
+            unit.options = [f for f in unit.options if channels % f["SIMD"] == 0]
+        units.append(unit)
+    for node, op in ops:  # a window whose consumer is not a matrix unit is folded on its own
+        if node.op_type == "SlidingWindow" and not any(u.window and u.window[0] is node for u in units):
+            units.append(_Unit(node, op, options=[{"SIMD": s} for s in divisors(op.get_nodeattr("IFMChannels"))]))
+    return units
+
+
+def fold_for_fps(model: ModelWrapper, target_fps: float, clock_mhz: float, fabric: Fabric) -> dict[str, Any]:
+    """Fold every op as cheaply as possible while reaching ``target_fps`` at ``clock_mhz``."""
+    budget = clock_mhz * 1e6 / target_fps
+    units = _units(model)
+    choices, fastest = [], []
+    for unit in units:
+        costs = [(unit.cost_of(f, fabric), f) for f in unit.options]
+        fastest.append((min(c[0] for c, _ in costs), unit.node.name))
+        feasible = [(c[1], c[2], sum(f.values()), f) for c, f in costs if c[0] <= budget]
+        choices.append(min(feasible, key=lambda t: t[:3])[3] if feasible else None)
+    if any(choice is None for choice in choices):
+        cycles, name = max(fastest)
+        raise FoldingError(
+            f"no legal folding reaches {target_fps:g} frames/s at {clock_mhz:g} MHz: {name} needs at least {cycles} "
+            f"cycles per frame fully parallel, so the fastest is {clock_mhz * 1e6 / cycles:,.0f} frames/s; lower "
+            "the target or raise the clock"
+        )
+    for unit, fold in zip(units, choices):
+        unit.apply(fold)
+    return {"mode": "target_fps", "target_fps": target_fps, "met": True}
+
+
+def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float) -> dict[str, Any]:
+    """The fastest folding, stepping up the bottleneck, that fits ``board``."""
+    fabric = board.fabric
+    units = _units(model)
+    for unit in units:
+        unit.apply(min(unit.options, key=lambda f: sum(f.values())))
+    lut_budget = int(board.luts * LUT_BUDGET_SHARE)
+    totals = estimate(model, clock_mhz, fabric)
+    if totals["luts"] > lut_budget or totals["ram_blocks"] > board.ram_blocks:
+        raise FoldingError(
+            f"the design does not fit {board.name} even fully folded: it needs {totals['luts']:,} LUTs (budget "
+            f"{lut_budget:,}) and {totals['ram_blocks']} block RAMs (the board has {board.ram_blocks}); use a bigger "
+            "board or a smaller network"
+        )
+    steps = 0
+    while True:
+        costs = [unit.cost(fabric) for unit in units]
+        slowest = max(range(len(units)), key=lambda i: costs[i][0])
+        unit = units[slowest]
+        faster = [(unit.cost_of(f, fabric), f) for f in unit.options]
+        faster = [(c, f) for c, f in faster if c[0] < costs[slowest][0]]
+        if not faster:
+            break
+        (_, _, _), fold = max(faster, key=lambda cf: (cf[0][0], -cf[0][1]))  # the smallest step, cheapest first
+        before = unit.current()
+        unit.apply(fold)
+        totals = estimate(model, clock_mhz, fabric)
+        if totals["luts"] > lut_budget or totals["ram_blocks"] > board.ram_blocks:
+            unit.apply(before)
+            break
+        steps += 1
+    return {"mode": "board", "board": board.name, "lut_budget": lut_budget, "ram_budget": board.ram_blocks,
+            "steps": steps}

@@ -1,0 +1,39 @@
+"""LabelSelect: the index of the largest class score (top-1 label select, FINN's LabelSelect with K = 1).
+
+Reads ``PE`` scores per cycle (``PE | Labels``): ``Labels / PE`` cycles per frame plus one to emit the index.
+Ties go to the lower index, as numpy's and PyTorch's argmax do.
+"""
+
+from __future__ import annotations
+
+import math
+
+from onnx import helper
+
+from bnnflow.hw import kernels
+from bnnflow.hw.ops.base import HWOp, as_float, divisors
+from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
+
+
+class LabelSelect(HWOp):
+    def get_nodeattr_types(self) -> dict:
+        return {**super().get_nodeattr_types(), "Labels": ("i", True, 0), "PE": ("i", False, 1)}
+
+    def make_shape_compatible_op(self, model):
+        return helper.make_node("ArgMax", [self.onnx_node.input[0]], [self.onnx_node.output[0]], axis=-1, keepdims=1)
+
+    def execute_node(self, context, graph) -> None:
+        scores = context[self.onnx_node.input[0]]
+        context[self.onnx_node.output[0]] = as_float(kernels.label_select(scores, 1))
+
+    def legal_foldings(self) -> list[dict[str, int]]:
+        return [{"PE": pe} for pe in divisors(self.get_nodeattr("Labels"))]
+
+    def get_exp_cycles(self) -> int:
+        return self.get_nodeattr("Labels") // self.get_nodeattr("PE") + 1
+
+    def lut_estimate(self, lut_inputs: int) -> int:
+        bits = self.input_datatype().bitwidth()
+        index_bits = max(1, math.ceil(math.log2(self.get_nodeattr("Labels"))))
+        per_lane = (bits + index_bits) * LUT_PER_ADDER_BIT * 2  # compare and select per lane
+        return int(round(LUT_CONTROL + self.get_nodeattr("PE") * per_lane))

@@ -1,0 +1,76 @@
+"""SlidingWindow: the convolution input generator, turning a channels-last feature map into one patch per
+output pixel for the MVTU that follows (FINN's ConvolutionInputGenerator).
+
+It buffers ``kh`` rows of the input and emits ``OH * OW`` patches of ``kh * kw * C`` values, ``SIMD`` values per
+cycle (``SIMD | C``, and equal to the consuming MVTU's SIMD). Cycles per frame: the emission,
+``OH * OW * kh * kw * C / SIMD``, plus filling the first ``kh - 1`` rows, ``(kh - 1) * W * C / SIMD``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from onnx import helper
+from qonnx.custom_op.registry import getCustomOp
+
+from bnnflow.hw import kernels
+from bnnflow.hw.ops.base import HWOp, Memory, as_float, divisors
+from bnnflow.hw.ops.mvtu import LUT_CONTROL
+
+
+class SlidingWindow(HWOp):
+    def get_nodeattr_types(self) -> dict:
+        return {
+            **super().get_nodeattr_types(),
+            "IFMChannels": ("i", True, 0),
+            "IFMDim": ("ints", True, []),  # H, W
+            "OFMDim": ("ints", True, []),  # OH, OW
+            "ConvKernelDim": ("ints", True, []),  # kh, kw
+            "Stride": ("ints", True, []),
+            "SIMD": ("i", False, 1),
+        }
+
+    def make_shape_compatible_op(self, model):
+        # The same output shape as qonnx's Im2Col, which computes the identical patches.
+        kh, kw = self.get_nodeattr("ConvKernelDim")
+        h, w = self.get_nodeattr("IFMDim")
+        return _shape_op_of(model, helper.make_node(
+            "Im2Col", [self.onnx_node.input[0]], [self.onnx_node.output[0]], domain="qonnx.custom_op.general",
+            kernel_size=[kh, kw], stride=self.get_nodeattr("Stride"),
+            input_shape=str((1, h, w, self.get_nodeattr("IFMChannels"))),
+        ))
+
+    def execute_node(self, context, graph) -> None:
+        x = context[self.onnx_node.input[0]]
+        out = kernels.sliding_window(x, tuple(self.get_nodeattr("ConvKernelDim")), tuple(self.get_nodeattr("Stride")))
+        context[self.onnx_node.output[0]] = as_float(out)
+
+    def legal_foldings(self) -> list[dict[str, int]]:
+        return [{"SIMD": simd} for simd in divisors(self.get_nodeattr("IFMChannels"))]
+
+    def get_exp_cycles(self) -> int:
+        c, simd = self.get_nodeattr("IFMChannels"), self.get_nodeattr("SIMD")
+        kh, kw = self.get_nodeattr("ConvKernelDim")
+        oh, ow = self.get_nodeattr("OFMDim")
+        w = self.get_nodeattr("IFMDim")[1]
+        return oh * ow * kh * kw * (c // simd) + (kh - 1) * w * (c // simd)
+
+    def memories(self) -> list[Memory]:
+        # The line buffer: kh rows of W pixels, C values of the input width each, read SIMD values at a time.
+        c, simd = self.get_nodeattr("IFMChannels"), self.get_nodeattr("SIMD")
+        kh, _ = self.get_nodeattr("ConvKernelDim")
+        w = self.get_nodeattr("IFMDim")[1]
+        bits = self.input_datatype().bitwidth()
+        return [Memory(simd * bits, kh * w * (c // simd))]
+
+    def lut_estimate(self, lut_inputs: int) -> int:
+        # Address generation (counters over kh, kw, OH, OW, C/SIMD) plus an output multiplexer per lane.
+        c, simd = self.get_nodeattr("IFMChannels"), self.get_nodeattr("SIMD")
+        counters = 5 * max(1, math.ceil(math.log2(max(self.get_nodeattr("IFMDim")) * c)))
+        mux = simd * self.input_datatype().bitwidth()
+        return int(LUT_CONTROL + counters + mux)
+
+
+def _shape_op_of(model, node):
+    """qonnx's own shape-compatible op for an equivalent qonnx node (onnx shape inference knows no custom op)."""
+    return getCustomOp(node).make_shape_compatible_op(model)

@@ -1,0 +1,59 @@
+"""StreamingMaxPool: max-pooling on a channels-last integer or binary stream (an OR on bits).
+
+It reads each input pixel once, ``PE`` channels per cycle (``PE | C``): ``H * W * C / PE`` cycles per frame, and
+keeps one output row of running maxima.
+"""
+
+from __future__ import annotations
+
+from onnx import helper
+from qonnx.custom_op.registry import getCustomOp
+
+from bnnflow.hw import kernels
+from bnnflow.hw.ops.base import HWOp, Memory, as_float, divisors
+from bnnflow.hw.ops.mvtu import LUT_CONTROL
+
+
+class StreamingMaxPool(HWOp):
+    def get_nodeattr_types(self) -> dict:
+        return {
+            **super().get_nodeattr_types(),
+            "NumChannels": ("i", True, 0),
+            "ImgDim": ("ints", True, []),  # H, W
+            "PoolDim": ("ints", True, []),  # kh, kw
+            "Stride": ("ints", True, []),
+            "PE": ("i", False, 1),
+        }
+
+    def make_shape_compatible_op(self, model):
+        kh, kw = self.get_nodeattr("PoolDim")
+        return _shape_op_of(model, helper.make_node(
+            "MaxPoolNHWC", [self.onnx_node.input[0]], [self.onnx_node.output[0]], domain="qonnx.custom_op.general",
+            kernel_shape=[kh, kw], strides=self.get_nodeattr("Stride"), pads=[0, 0, 0, 0],
+        ))
+
+    def execute_node(self, context, graph) -> None:
+        x = context[self.onnx_node.input[0]]
+        out = kernels.maxpool(x, tuple(self.get_nodeattr("PoolDim")), tuple(self.get_nodeattr("Stride")))
+        context[self.onnx_node.output[0]] = as_float(out)
+
+    def legal_foldings(self) -> list[dict[str, int]]:
+        return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]
+
+    def get_exp_cycles(self) -> int:
+        h, w = self.get_nodeattr("ImgDim")
+        return h * w * (self.get_nodeattr("NumChannels") // self.get_nodeattr("PE"))
+
+    def memories(self) -> list[Memory]:
+        c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
+        out_w = self.get_nodeattr("ImgDim")[1] // self.get_nodeattr("Stride")[1]
+        return [Memory(pe * self.input_datatype().bitwidth(), out_w * (c // pe))]
+
+    def lut_estimate(self, lut_inputs: int) -> int:
+        bits = self.input_datatype().bitwidth()
+        return int(LUT_CONTROL + self.get_nodeattr("PE") * bits * 2)  # a comparator and a register mux per lane
+
+
+def _shape_op_of(model, node):
+    """qonnx's own shape-compatible op for an equivalent qonnx node (onnx shape inference knows no custom op)."""
+    return getCustomOp(node).make_shape_compatible_op(model)

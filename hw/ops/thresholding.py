@@ -1,0 +1,50 @@
+"""Thresholding: integer thresholds on a stream without a matrix product before them (FINN's Thresholding).
+
+``PE`` channels per cycle (``PE | C``): ``prod(numInputVectors) * C / PE`` cycles per frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+from onnx import helper
+
+from bnnflow.hw import kernels
+from bnnflow.hw.ops.base import HWOp, Memory, as_float, divisors
+from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
+
+
+class Thresholding(HWOp):
+    def get_nodeattr_types(self) -> dict:
+        return {
+            **super().get_nodeattr_types(),
+            "NumChannels": ("i", True, 0),
+            "PE": ("i", False, 1),
+            "numInputVectors": ("ints", False, []),
+        }
+
+    def make_shape_compatible_op(self, model):
+        return helper.make_node("Relu", [self.onnx_node.input[0]], [self.onnx_node.output[0]])
+
+    def execute_node(self, context, graph) -> None:
+        node = self.onnx_node
+        context[node.output[0]] = as_float(kernels.multithreshold(context[node.input[0]], context[node.input[1]]))
+
+    def legal_foldings(self) -> list[dict[str, int]]:
+        return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]
+
+    def get_exp_cycles(self) -> int:
+        vectors = math.prod(self.get_nodeattr("numInputVectors"))
+        return vectors * (self.get_nodeattr("NumChannels") // self.get_nodeattr("PE"))
+
+    def num_thresholds(self) -> int:
+        return (1 << self.output_datatype().bitwidth()) - 1
+
+    def memories(self) -> list[Memory]:
+        c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
+        width = self.num_thresholds() * self.input_datatype().bitwidth()
+        return [Memory(width, c // pe) for _ in range(pe)]
+
+    def lut_estimate(self, lut_inputs: int) -> int:
+        compare = self.num_thresholds() * self.input_datatype().bitwidth() * LUT_PER_ADDER_BIT / 2
+        return int(round(LUT_CONTROL + self.get_nodeattr("PE") * compare))

@@ -1,0 +1,141 @@
+"""The compile stage: ``model.qonnx`` -> ``streamlined.onnx`` -> folded ``dataflow.onnx`` + estimates.
+
+Two layers, as qonnx's utilities have: ``compile_model`` works on graphs in memory, ``compile_run`` on a run
+directory. Verification runs qonnx's executor on the test split through all three graphs and compares:
+``model.qonnx`` and ``streamlined.onnx`` outputs must be identical floats; ``dataflow.onnx``, fed the
+streamlined graph's tensor at the hardware boundary (the integer codes the accelerator receives), must
+reproduce its tensor at the other boundary (the integer accumulators, or the label) exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+
+from bnnflow.errors import VerificationError
+from bnnflow.hw.boards import get_board
+from bnnflow.hw.convert import to_dataflow
+from bnnflow.hw.estimates import estimate
+from bnnflow.hw.folding import fold_for_board, fold_for_fps
+from bnnflow.pipeline.compile.streamline import streamline_model
+from bnnflow.pipeline.config import CompileConfig, Config
+from bnnflow.pipeline.console import out
+from bnnflow.pipeline.data import load_data, stack
+from bnnflow.pipeline.execute import execute
+from bnnflow.pipeline.export import compare_outputs
+from bnnflow.pipeline.onnx_files import load_model, save_model
+from bnnflow.pipeline.rundir import RunDir, atomic_path, atomic_write_text
+
+
+def clock_of(cfg: CompileConfig) -> float:
+    """The accelerator clock in MHz: the configured one, or the board's default."""
+    return cfg.clock_mhz or get_board(cfg.board).clock_mhz
+
+
+def compile_model(model: ModelWrapper, cfg: CompileConfig) -> tuple[ModelWrapper, ModelWrapper, dict[str, Any]]:
+    """Streamline, convert to dataflow and fold; returns (streamlined, dataflow, estimates)."""
+    board = get_board(cfg.board)
+    clock = clock_of(cfg)
+    streamlined = streamline_model(model)
+    dataflow = to_dataflow(streamlined, label_select=cfg.label_select)
+    if cfg.target_fps > 0:
+        folding = fold_for_fps(dataflow, cfg.target_fps, clock, board.fabric)
+    else:
+        folding = fold_for_board(dataflow, board, clock)
+    estimates = estimate(dataflow, clock, board.fabric)
+    estimates["folding"] = folding
+    estimates["board"] = {"name": board.name, "part": board.part, "luts": board.luts, "ram_blocks": board.ram_blocks,
+                          "fits": estimates["luts"] <= board.luts and estimates["ram_blocks"] <= board.ram_blocks}
+    if cfg.target_fps > 0:
+        folding["met"] = estimates["frames_per_second"] >= cfg.target_fps
+    return streamlined, dataflow, estimates
+
+
+def verify_compile(model: ModelWrapper, streamlined: ModelWrapper, dataflow: ModelWrapper, images: np.ndarray,
+                   batch: int = 256) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run all three graphs on ``images``; returns (comparison figures, the compared arrays)."""
+    hw_in = dataflow.get_metadata_prop("bnnflow.streamlined_input")
+    hw_out = dataflow.get_metadata_prop("bnnflow.streamlined_output")
+    reference = execute(model, images, batch=batch)[model.graph.output[0].name]
+    out_name = streamlined.graph.output[0].name
+    levels = execute(streamlined, images, [out_name, hw_in, hw_out], batch=batch)
+    hardware = execute(dataflow, levels[hw_in], batch=batch)[dataflow.graph.output[0].name]
+    expected = levels[hw_out]
+    if dataflow.get_metadata_prop("bnnflow.output_kind") == "label":
+        expected = expected.argmax(axis=-1)[:, None].astype(np.float32)
+    streamlined_cmp = compare_outputs(reference, levels[out_name])
+    hardware_cmp = compare_outputs(expected.reshape(len(images), -1), hardware.reshape(len(images), -1))
+    figures = {
+        "verified_samples": len(images),
+        "streamlined_mismatches": streamlined_cmp["mismatches"],
+        "dataflow_mismatches": hardware_cmp["mismatches"],
+    }
+    arrays = {"qonnx": reference, "streamlined": levels[out_name], "hw_input": levels[hw_in].astype(np.int32),
+              "hw_expected": expected.astype(np.int64), "hw_output": hardware.astype(np.int64)}
+    return figures, arrays
+
+
+def plot_estimates(estimates: dict[str, Any], path) -> None:
+    """Cycles per frame and LUTs per layer, the bottleneck highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = estimates["layers"]
+    names = [layer["name"] for layer in layers]
+    colors = ["#c0392b" if n == estimates["bottleneck"] else "#2e86c1" for n in names]
+    fig, (ax_cycles, ax_luts) = plt.subplots(1, 2, figsize=(11, 0.35 * len(names) + 1.8))
+    ax_cycles.barh(names, [layer["cycles"] for layer in layers], color=colors)
+    ax_cycles.set_xlabel("cycles per frame")
+    ax_cycles.set_title(f"{estimates['frames_per_second']:,.0f} frames/s at {estimates['clock_mhz']:g} MHz")
+    ax_cycles.invert_yaxis()
+    ax_luts.barh(names, [layer["luts"] for layer in layers], color="#7d3c98")
+    ax_luts.set_xlabel(f"LUTs ({estimates['fabric']})")
+    ax_luts.set_title(f"{estimates['luts']:,} LUTs, {estimates['ram_blocks']} block RAMs")
+    ax_luts.invert_yaxis()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def compile_run(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """The compile step of a run: writes streamlined.onnx, dataflow.onnx and compile/estimates.{json,png}."""
+    model = load_model(run.qonnx, "export")
+    streamlined, dataflow, estimates = compile_model(model, cfg.compile)
+    save_model(streamlined, run.streamlined)
+    save_model(dataflow, run.dataflow)
+    atomic_write_text(run.compile_dir / "estimates.json", json.dumps(estimates, indent=2) + "\n")
+    plot_estimates(estimates, run.compile_dir / "estimates.png")
+    figures: dict[str, Any] = {
+        "hw_layers": len(estimates["layers"]),
+        "frames_per_second": round(estimates["frames_per_second"], 1),
+        "clock_mhz": estimates["clock_mhz"],
+        "bottleneck": estimates["bottleneck"],
+        "luts": estimates["luts"],
+        "ram_blocks": estimates["ram_blocks"],
+        "board": cfg.compile.board,
+        "fits_board": estimates["board"]["fits"],
+    }
+    if not cfg.compile.verify:
+        return figures
+    images, _ = stack(load_data(cfg.data).test)
+    if cfg.compile.verify_samples:
+        images = images[: cfg.compile.verify_samples]
+    out.info(f"verifying model.qonnx == streamlined.onnx == dataflow.onnx on {len(images)} test samples")
+    comparison, arrays = verify_compile(model, streamlined, dataflow, images.numpy())
+    figures.update(comparison)
+    run.verify_dir.mkdir(exist_ok=True)
+    with atomic_path(run.verify_dir / "compile.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    if comparison["streamlined_mismatches"] or comparison["dataflow_mismatches"]:
+        raise VerificationError(
+            f"compile: {comparison['streamlined_mismatches']} streamlined and {comparison['dataflow_mismatches']} "
+            f"dataflow outputs of {len(images)} differ from the level before; arrays in {run.verify_dir / 'compile.npz'}"
+        )
+    return figures
