@@ -240,7 +240,7 @@ def _assemble(source: ModelWrapper, builder: _Builder, first_input: str, last_ou
         for name in list(node.input) + list(node.output):
             if model.get_initializer(name) is None and source.get_tensor_shape(name) is not None:
                 model.set_tensor_shape(name, source.get_tensor_shape(name))
-    if model.get_tensor_shape(last_output) is None:
+    if not model.get_tensor_shape(last_output):
         model.set_tensor_shape(last_output, [in_shape[0], 1])
     model = model.transform(InferDataTypes())
     model.set_metadata_prop("bnnflow.streamlined_input", first_input)

@@ -43,16 +43,18 @@ def hw_ops(model: ModelWrapper) -> list[tuple[Any, HWOp]]:
 
 
 def memory_cost(memory: Memory, fabric: Fabric) -> tuple[int, int]:
-    """(block RAMs, LUTs) that one memory takes on a fabric."""
-    if memory.bits <= LUTROM_MAX_BITS:
-        return 0, math.ceil(memory.bits / fabric.rom_bits_per_lut)
+    """(block RAMs, LUTs) that a group of identical memories takes on a fabric."""
+    one = memory.width * memory.depth
+    if one <= LUTROM_MAX_BITS:
+        return 0, memory.count * math.ceil(one / fabric.rom_bits_per_lut)
     blocks = min(math.ceil(memory.width / w) * math.ceil(memory.depth / d) for w, d in fabric.ram_shapes)
-    return blocks, 0
+    return memory.count * blocks, 0
 
 
 def layer_estimate(node, op: HWOp, fabric: Fabric) -> dict[str, Any]:
     blocks, rom_luts = 0, 0
-    for memory in op.memories():
+    memories = op.memories()
+    for memory in memories:
         b, luts = memory_cost(memory, fabric)
         blocks, rom_luts = blocks + b, rom_luts + luts
     return {
@@ -62,7 +64,7 @@ def layer_estimate(node, op: HWOp, fabric: Fabric) -> dict[str, Any]:
         "cycles": op.get_exp_cycles(),
         "luts": op.lut_estimate(fabric.lut_inputs) + rom_luts,
         "ram_blocks": blocks,
-        "memory_bits": sum(m.bits for m in op.memories()),
+        "memory_bits": sum(m.bits for m in memories),
     }
 
 

@@ -21,8 +21,8 @@ from bnnflow.pipeline.console import out
 
 app = typer.Typer(
     name="bnnflow",
-    help="Binary neural networks from training to hardware: train, export, and (as stages land) compile, "
-    "simulate, build and deploy.",
+    help="Binary neural networks from training to hardware: train, export, compile (and, as stages land, "
+    "simulate, build and deploy).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -149,6 +149,43 @@ def export(
     _print_summary(run.root, summary)
 
 
+@app.command("compile")
+def compile_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with an exported model.qonnx.")],
+    board: Annotated[Optional[str], typer.Option(help="Board to fit (`bnnflow boards`).")] = None,
+    target_fps: Annotated[Optional[float], typer.Option(help="Frames/s to reach with the fewest resources.")] = None,
+    clock_mhz: Annotated[Optional[float], typer.Option(help="Accelerator clock in MHz.")] = None,
+    label_select: Annotated[Optional[bool], typer.Option(help="End with the class index, not the scores.")] = None,
+    verify: Annotated[bool, typer.Option(help="Check all three graphs against each other with qonnx.")] = True,
+) -> None:
+    """Compile RUN/model.qonnx into RUN/streamlined.onnx and a folded RUN/dataflow.onnx, with estimates.
+
+    The settings used are written back to RUN/config.toml once the compile succeeds.
+    """
+    from bnnflow.hw.boards import get_board
+    from bnnflow.pipeline.rundir import RunDir
+    from bnnflow.pipeline.steps import run_steps
+
+    run = RunDir(run_dir)
+    options = {"board": board, "target_fps": target_fps, "clock_mhz": clock_mhz, "label_select": label_select,
+               "verify": verify}
+    cfg = run.read_config().with_overrides({f"compile.{k}": v for k, v in options.items() if v is not None})
+    get_board(cfg.compile.board)
+    summary = run_steps(cfg, run, ["compile"])
+    run.write_config(cfg)
+    _print_summary(run.root, summary)
+
+
+@app.command()
+def boards() -> None:
+    """List the boards folding can target, with their FPGA and budgets."""
+    from bnnflow.hw.boards import BOARDS
+
+    for board in BOARDS.values():
+        print(f"{board.name:<14} {board.part:<22} {board.fabric.name:<7} {board.luts:>9,} LUTs "
+              f"{board.ram_blocks:>5} x {board.fabric.ram_block_bits // 1024} Kbit RAM  {board.clock_mhz:g} MHz")
+
+
 @app.command()
 def models(pattern: Annotated[str, typer.Argument(help="Shell-style filter.")] = "*") -> None:
     """List the registered models and their arguments."""
@@ -181,7 +218,9 @@ def _print_summary(root: Path, summary: dict[str, Any]) -> None:
     if out.quiet:
         return
     for stage, entry in summary.get("stages", {}).items():
-        figures = {k: v for k, v in entry.items() if k in ("test_accuracy", "mismatches", "verified_samples")}
+        keys = ("test_accuracy", "mismatches", "verified_samples", "streamlined_mismatches", "dataflow_mismatches",
+                "frames_per_second", "luts")
+        figures = {k: v for k, v in entry.items() if k in keys}
         out.info(f"{stage:>8}: {entry.get('status')} in {entry.get('seconds')} s  {json.dumps(figures)}")
     out.info(f"run directory: {root}  (summary.json, report.html)")
 

@@ -50,10 +50,13 @@ def execute(model: ModelWrapper, inputs: np.ndarray, outputs: list[str] | None =
         model: the graph; its first input takes ``inputs``.
         inputs: all samples, stacked on axis 0.
         outputs: tensor names to return (intermediate ones too); default: the graph's first output.
-        batch: samples per executor call; the last call is zero-padded and the padding dropped.
+        batch: samples per executor call (1 for graphs with ``Im2Col``); the last call is zero-padded and the
+            padding dropped.
     """
     in_name = model.graph.input[0].name
-    outputs = outputs or [model.graph.output[0].name]
+    if any(node.op_type == "Im2Col" for node in model.graph.node):
+        batch = 1  # qonnx's Im2Col reshapes its result as if batch-major and mixes samples when N > 1
+    outputs = list(dict.fromkeys(outputs or [model.graph.output[0].name]))
     batch = max(1, min(batch, len(inputs)))
     batched = with_batch(model, batch)
     intermediate = any(name not in (o.name for o in model.graph.output) for name in outputs)

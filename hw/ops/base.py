@@ -20,14 +20,16 @@ DOMAIN = "bnnflow.hw"
 
 @dataclass(frozen=True)
 class Memory:
-    """One on-chip memory of an op: ``width`` bits read per cycle, ``depth`` words."""
+    """``count`` identical on-chip memories of an op: ``width`` bits read per cycle, ``depth`` words each."""
 
     width: int
     depth: int
+    count: int = 1
 
     @property
     def bits(self) -> int:
-        return self.width * self.depth
+        """Bits of all ``count`` memories together."""
+        return self.width * self.depth * self.count
 
 
 class HWOp(CustomOp):

@@ -20,7 +20,9 @@ class LabelSelect(HWOp):
         return {**super().get_nodeattr_types(), "Labels": ("i", True, 0), "PE": ("i", False, 1)}
 
     def make_shape_compatible_op(self, model):
-        return helper.make_node("ArgMax", [self.onnx_node.input[0]], [self.onnx_node.output[0]], axis=-1, keepdims=1)
+        # ReduceMax rather than ArgMax: same (N, 1) shape, and a float output like the graph declares.
+        return helper.make_node("ReduceMax", [self.onnx_node.input[0]], [self.onnx_node.output[0]], axes=[-1],
+                                keepdims=1)
 
     def execute_node(self, context, graph) -> None:
         scores = context[self.onnx_node.input[0]]

@@ -83,10 +83,10 @@ class MVTU(HWOp):
     def memories(self) -> list[Memory]:
         pe, simd = self.get_nodeattr("PE"), self.get_nodeattr("SIMD")
         depth = (self.get_nodeattr("MW") // simd) * (self.get_nodeattr("MH") // pe)
-        mems = [Memory(simd * self.weight_bits(), depth) for _ in range(pe)]
+        mems = [Memory(simd * self.weight_bits(), depth, pe)]
         n_thr = self.num_thresholds()
         if n_thr:
-            mems += [Memory(n_thr * self.acc_bits(), self.get_nodeattr("MH") // pe) for _ in range(pe)]
+            mems.append(Memory(n_thr * self.acc_bits(), self.get_nodeattr("MH") // pe, pe))
         return mems
 
     def lut_estimate(self, lut_inputs: int) -> int:

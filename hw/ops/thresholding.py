@@ -43,7 +43,7 @@ class Thresholding(HWOp):
     def memories(self) -> list[Memory]:
         c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
         width = self.num_thresholds() * self.input_datatype().bitwidth()
-        return [Memory(width, c // pe) for _ in range(pe)]
+        return [Memory(width, c // pe, pe)]
 
     def lut_estimate(self, lut_inputs: int) -> int:
         compare = self.num_thresholds() * self.input_datatype().bitwidth() * LUT_PER_ADDER_BIT / 2

@@ -41,6 +41,11 @@ def bypass(model: ModelWrapper, node: NodeProto) -> None:
     graph_outputs = [o.name for o in model.graph.output]
     if dst in graph_outputs:
         producer = model.find_producer(src)
+        if producer is None:  # input straight to output: keep the tensor, as an Identity
+            index = list(model.graph.node).index(node)
+            model.graph.node.remove(node)
+            model.graph.node.insert(index, helper.make_node("Identity", [src], [dst]))
+            return
         producer.output[list(producer.output).index(src)] = dst
         for consumer in model.find_consumers(src):
             consumer.input[list(consumer.input).index(src)] = dst

@@ -45,11 +45,7 @@ class FoldWeightQuant(Transformation):
         if not np.array_equal(codes, np.round(codes)):
             raise UnsupportedGraphError(f"node {node.name} ({node.op_type}) has a zero point or scale that leaves "
                                         "non-integer weight codes; use a symmetric weight quantizer")
-        if node.op_type == "BipolarQuant":
-            dtype = DataType["BIPOLAR"]
-        else:
-            bits = int(constant(model, node.input[3]))
-            dtype = DataType[f"INT{bits}"] if bits > 1 else DataType["BIPOLAR"]
+        dtype = DataType["BIPOLAR"] if node.op_type == "BipolarQuant" else getCustomOp(node).get_integer_datatype(model)
         model.set_initializer(node.output[0], codes.astype(np.float32))
         model.set_tensor_datatype(node.output[0], dtype)
         model.graph.node.remove(node)

@@ -8,14 +8,20 @@ the per-channel affine ops in front of a threshold and is absorbed there. Each s
 
 from __future__ import annotations
 
-import numpy as np
+from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.base import Transformation
+from qonnx.util.basic import get_by_name
 
 from bnnflow.pipeline.compile._graph import constant, only_consumer
 
 LINEAR_OPS = {"Transpose", "Reshape", "Flatten", "Im2Col", "MatMul"}
 MONOTONE_OPS = {"MaxPool", "MaxPoolNHWC"}
+
+
+def _attr(node, name, default):
+    attr = get_by_name(node.attribute, name)
+    return helper.get_attribute_value(attr) if attr is not None else default
 
 
 class MoveScalarMulDownstream(Transformation):
@@ -33,12 +39,15 @@ class MoveScalarMulDownstream(Transformation):
                 continue
             if nxt.op_type == "MatMul" and constant(model, nxt.input[1]) is None:
                 continue
+            if nxt.op_type == "Im2Col" and _attr(nxt, "pad_value", 0) != 0 and any(_attr(nxt, "pad_amount", [0])):
+                continue  # a non-zero pad value would be scaled too
             # x -> Mul -> y -> Next -> z   becomes   x -> Next -> y' -> Mul -> z
             x, y, z = mul.input[0], mul.output[0], nxt.output[0]
             nxt.input[0] = x
             nxt.output[0] = y
             mul.input[0] = y
             mul.output[0] = z
+            model.set_initializer(mul.input[1], c.reshape(()))  # a scalar broadcasts to any shape it meets
             model.set_tensor_shape(y, model.get_tensor_shape(z))
             nodes = model.graph.node
             after = list(nodes).index(nxt)

@@ -68,7 +68,7 @@ class MoveTransposeDownstream(Transformation):
             ceil = get_by_name(nxt.attribute, "ceil_mode")
             pool = helper.make_node("MaxPoolNHWC", list(nxt.input), list(nxt.output), domain="qonnx.custom_op.general",
                                     name=nxt.name, kernel_shape=attrs["kernel_shape"],
-                                    strides=attrs.get("strides", attrs["kernel_shape"]),
+                                    strides=attrs.get("strides", [1, 1]),
                                     pads=attrs.get("pads", [0, 0, 0, 0]), ceil_mode=ceil.i if ceil else 0)
             index = list(model.graph.node).index(nxt)
             model.graph.node.remove(nxt)
