@@ -22,7 +22,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import BnnflowError
 from bnnflow.hw.boards import LUT_BUDGET_SHARE, Board, Fabric
-from bnnflow.hw.estimates import estimate, hw_ops, layer_estimate
+from bnnflow.hw.estimates import hw_ops, layer_estimate
 from bnnflow.hw.ops.base import HWOp, divisors
 
 
@@ -40,6 +40,7 @@ class _Unit:
     op: HWOp
     window: tuple[Any, HWOp] | None = None
     options: list[dict[str, int]] = field(default_factory=list)
+    _costs: dict[tuple, tuple[int, int, int]] = field(default_factory=dict)
 
     def apply(self, fold: dict[str, int]) -> None:
         for key, value in fold.items():
@@ -58,12 +59,16 @@ class _Unit:
         return max(p["cycles"] for p in parts), sum(p["luts"] for p in parts), sum(p["ram_blocks"] for p in parts)
 
     def cost_of(self, fold: dict[str, int], fabric: Fabric) -> tuple[int, int, int]:
-        before = self.current()
-        self.apply(fold)
-        try:
-            return self.cost(fabric)
-        finally:
-            self.apply(before)
+        """The cost of a folding, computed once per folding (the search asks for the same ones many times)."""
+        key = tuple(sorted(fold.items()))
+        if key not in self._costs:
+            before = self.current()
+            self.apply(fold)
+            try:
+                self._costs[key] = self.cost(fabric)
+            finally:
+                self.apply(before)
+        return self._costs[key]
 
 
 def _units(model: ModelWrapper) -> list[_Unit]:
@@ -113,32 +118,32 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float) -> dict[
     """The fastest folding, stepping up the bottleneck, that fits ``board``."""
     fabric = board.fabric
     units = _units(model)
-    for unit in units:
-        unit.apply(min(unit.options, key=lambda f: sum(f.values())))
     lut_budget = int(board.luts * LUT_BUDGET_SHARE)
-    totals = estimate(model, clock_mhz, fabric)
-    if totals["luts"] > lut_budget or totals["ram_blocks"] > board.ram_blocks:
+    current = [min(unit.options, key=lambda f: sum(f.values())) for unit in units]  # fully folded
+    costs = [unit.cost_of(fold, fabric) for unit, fold in zip(units, current)]
+    luts, blocks = sum(c[1] for c in costs), sum(c[2] for c in costs)
+    if luts > lut_budget or blocks > board.ram_blocks:
         raise FoldingError(
-            f"the design does not fit {board.name} even fully folded: it needs {totals['luts']:,} LUTs (budget "
-            f"{lut_budget:,}) and {totals['ram_blocks']} block RAMs (the board has {board.ram_blocks}); use a bigger "
+            f"the design does not fit {board.name} even fully folded: it needs {luts:,} LUTs (budget "
+            f"{lut_budget:,}) and {blocks} block RAMs (the board has {board.ram_blocks}); use a bigger "
             "board or a smaller network"
         )
     steps = 0
     while True:
-        costs = [unit.cost(fabric) for unit in units]
         slowest = max(range(len(units)), key=lambda i: costs[i][0])
         unit = units[slowest]
         faster = [(unit.cost_of(f, fabric), f) for f in unit.options]
         faster = [(c, f) for c, f in faster if c[0] < costs[slowest][0]]
         if not faster:
             break
-        (_, _, _), fold = max(faster, key=lambda cf: (cf[0][0], -cf[0][1]))  # the smallest step, cheapest first
-        before = unit.current()
-        unit.apply(fold)
-        totals = estimate(model, clock_mhz, fabric)
-        if totals["luts"] > lut_budget or totals["ram_blocks"] > board.ram_blocks:
-            unit.apply(before)
+        cost, fold = max(faster, key=lambda cf: (cf[0][0], -cf[0][1]))  # the smallest step, cheapest first
+        new_luts = luts - costs[slowest][1] + cost[1]
+        new_blocks = blocks - costs[slowest][2] + cost[2]
+        if new_luts > lut_budget or new_blocks > board.ram_blocks:
             break
+        current[slowest], costs[slowest], luts, blocks = fold, cost, new_luts, new_blocks
         steps += 1
+    for unit, fold in zip(units, current):
+        unit.apply(fold)
     return {"mode": "board", "board": board.name, "lut_budget": lut_budget, "ram_budget": board.ram_blocks,
             "steps": steps}

@@ -3,13 +3,18 @@
 Brevitas exports at batch size 1, and qonnx's executor checks the input against the graph's declared shape,
 so ``with_batch`` rewrites the batch dimension everywhere it is written down (inputs, outputs, intermediate
 shapes, constant ``Reshape`` shapes, ``Im2Col``'s recorded input shape). The executor itself is untouched:
-it is the independent judge of every level of the verification ladder.
+it is the independent judge of every level of the verification ladder. Its "sanitizing" of quantized tensors
+is turned off while it runs: that step rounds values to their annotated integer types, which would hide a
+non-integer result instead of exposing it (and it takes most of the executor's time on large tensors).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import re
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
@@ -61,11 +66,25 @@ def execute(model: ModelWrapper, inputs: np.ndarray, outputs: list[str] | None =
     batched = with_batch(model, batch)
     intermediate = any(name not in (o.name for o in model.graph.output) for name in outputs)
     results: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-    for start in range(0, len(inputs), batch):
-        chunk = np.asarray(inputs[start: start + batch], dtype=np.float32)
-        padded = np.zeros((batch, *chunk.shape[1:]), dtype=np.float32)
-        padded[: len(chunk)] = chunk
-        context = execute_onnx(batched, {in_name: padded}, return_full_exec_context=intermediate)
-        for name in outputs:
-            results[name].append(context[name][: len(chunk)])
+    with _unsanitized():
+        for start in range(0, len(inputs), batch):
+            chunk = np.asarray(inputs[start: start + batch], dtype=np.float32)
+            padded = np.zeros((batch, *chunk.shape[1:]), dtype=np.float32)
+            padded[: len(chunk)] = chunk
+            context = execute_onnx(batched, {in_name: padded}, return_full_exec_context=intermediate)
+            for name in outputs:
+                results[name].append(context[name][: len(chunk)])
     return {name: np.concatenate(parts) for name, parts in results.items()}
+
+
+@contextmanager
+def _unsanitized() -> Iterator[None]:
+    previous = os.environ.get("SANITIZE_QUANT_TENSORS")
+    os.environ["SANITIZE_QUANT_TENSORS"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["SANITIZE_QUANT_TENSORS"]
+        else:
+            os.environ["SANITIZE_QUANT_TENSORS"] = previous

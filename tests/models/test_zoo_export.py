@@ -8,6 +8,8 @@ package's own loaders.
 
 from __future__ import annotations
 
+import json
+
 import pickle
 from pathlib import Path
 
@@ -188,6 +190,22 @@ def test_zoo_trains_one_epoch_and_exports_verified_qonnx(name, dataset, limit_tr
     else:
         assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:] == [1, 28, 28]
     _check_reexecution(run)
+    if name in ("tfc", "cnv"):
+        _check_compiled(cfg, run, limit_test, hidden, convs)
+
+
+def _check_compiled(cfg, run, limit_test: int, hidden: int, convs: int) -> None:
+    """The trained model compiles exactly, and its estimates are written and plotted."""
+    compiled = run_steps(cfg, run, ["compile"])["stages"]["compile"]
+    assert compiled["status"] == "ok"
+    assert compiled["verified_samples"] == limit_test
+    assert compiled["streamlined_mismatches"] == 0 and compiled["dataflow_mismatches"] == 0
+    estimates = json.loads((run.compile_dir / "estimates.json").read_text())
+    ops = [layer["op"] for layer in estimates["layers"]]
+    assert ops.count("MVTU") == hidden + 1 + convs and ops.count("SlidingWindow") == convs
+    assert round(estimates["frames_per_second"], 1) == compiled["frames_per_second"]
+    assert estimates["luts"] <= 0.8 * 83_640 and estimates["ram_blocks"] <= 208  # fits the default ULX3S
+    assert (run.compile_dir / "estimates.png").stat().st_size > 10_000
 
 
 def test_digits_mlp_default_two_epochs_exports_standard_qonnx(tmp_path):

@@ -1,0 +1,87 @@
+"""Graphs the compiler cannot make exact are refused with the node, its op and the fix; nothing is written."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import brevitas.nn as qnn
+import pytest
+import torch
+from torch import nn
+
+from bnnflow.models.quantizers import BinaryActQuant, BinaryWeightQuant, InputQuant
+from bnnflow.pipeline.config import Config
+from bnnflow.pipeline.export import export_model
+from bnnflow.pipeline.onnx_files import save_model
+from bnnflow.pipeline.rundir import RunDir
+
+
+def _binary_linear(n_in: int, n_out: int) -> nn.Module:
+    return qnn.QuantLinear(n_in, n_out, bias=False, weight_quant=BinaryWeightQuant)
+
+
+def _sign() -> nn.Module:
+    return qnn.QuantIdentity(act_quant=BinaryActQuant, return_quant_tensor=True)
+
+
+def _net(*middle: nn.Module) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), qnn.QuantIdentity(act_quant=InputQuant, bit_width=8, return_quant_tensor=True),
+                         _binary_linear(64, 32), nn.BatchNorm1d(32), *middle, _binary_linear(32, 10))
+
+
+BAD_NETWORKS = [
+    # (network, op named in the error, text of the fix)
+    (lambda: _net(nn.ReLU()), "Relu", "not supported"),
+    (lambda: _net(), "MatMul", "float activation between binary layers"),
+    (lambda: _net(_sign(), nn.Linear(32, 32, bias=False), nn.BatchNorm1d(32), _sign()), "MatMul", "FLOAT32 weights"),
+]
+
+
+def _run_with(tmp_path: Path, network: nn.Module) -> RunDir:
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_config(Config())
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_model(export_model(network.eval(), (1, 8, 8)), run.qonnx)
+    return run
+
+
+@pytest.mark.parametrize("make,op,fix", BAD_NETWORKS, ids=["relu", "float-activation", "float-weights"])
+def test_compile_refuses_unsupported_graph(cli, tmp_path: Path, make, op: str, fix: str) -> None:
+    run = _run_with(tmp_path, make())
+    result = cli("compile", str(run.root))
+    assert result.returncode == 3, result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "Traceback" not in result.stderr
+    assert f"({op})" in error[0] and fix in error[0] and "node " in error[0]
+    assert not run.streamlined.exists() and not run.dataflow.exists() and not run.compile_dir.exists()
+
+
+def test_compile_refuses_malformed_onnx(cli, tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_config(Config())
+    run.qonnx.write_bytes(b"\x08\x07garbage that is not a protobuf")
+    result = cli("compile", str(run.root))
+    assert result.returncode == 3
+    assert "not a valid ONNX model" in result.stderr and "Traceback" not in result.stderr
+    assert not run.streamlined.exists() and not run.dataflow.exists()
+
+
+def test_compile_without_export_says_what_to_run(cli, tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_config(Config())
+    result = cli("compile", str(run.root))
+    assert result.returncode == 3 and "bnnflow export" in result.stderr
+
+
+def test_compile_unknown_board_lists_boards(cli, tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_config(Config())
+    result = cli("compile", str(run.root), "--board", "de10-nano")
+    assert result.returncode == 2 and "ulx3s" in result.stderr and "icebreaker" in result.stderr
