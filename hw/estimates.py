@@ -68,20 +68,34 @@ def layer_estimate(node, op: HWOp, fabric: Fabric) -> dict[str, Any]:
     }
 
 
+def _pipeline(layers: list[dict[str, Any]], clock_mhz: float) -> dict[str, Any]:
+    bottleneck = max(layers, key=lambda layer: layer["cycles"])
+    ii = bottleneck["cycles"]
+    latency = sum(layer["cycles"] for layer in layers)
+    return {
+        "clock_mhz": clock_mhz,
+        "layers": layers,
+        "initiation_interval_cycles": ii,
+        "latency_cycles": latency,
+        "frames_per_second": clock_mhz * 1e6 / ii,
+        "latency_us": latency / clock_mhz,
+        "bottleneck": bottleneck["name"],
+    }
+
+
+def timing(model: ModelWrapper, clock_mhz: float) -> dict[str, Any]:
+    """The timing model alone: cycles per frame per op, initiation interval, fill latency, frames/s, bottleneck."""
+    layers = [{"name": node.name, "op": node.op_type, **op.folding(), "cycles": op.get_exp_cycles()}
+              for node, op in hw_ops(model)]
+    return _pipeline(layers, clock_mhz)
+
+
 def estimate(model: ModelWrapper, clock_mhz: float, fabric: Fabric) -> dict[str, Any]:
     """Per-layer and whole-pipeline estimates at a clock, on a fabric."""
     layers = [layer_estimate(node, op, fabric) for node, op in hw_ops(model)]
-    bottleneck = max(layers, key=lambda layer: layer["cycles"])
-    ii = bottleneck["cycles"]
     return {
-        "clock_mhz": clock_mhz,
+        **_pipeline(layers, clock_mhz),
         "fabric": fabric.name,
-        "layers": layers,
-        "initiation_interval_cycles": ii,
-        "latency_cycles": sum(layer["cycles"] for layer in layers),
-        "frames_per_second": clock_mhz * 1e6 / ii,
-        "latency_us": sum(layer["cycles"] for layer in layers) / clock_mhz,
-        "bottleneck": bottleneck["name"],
         "luts": sum(layer["luts"] for layer in layers),
         "ram_blocks": sum(layer["ram_blocks"] for layer in layers),
     }

@@ -11,8 +11,8 @@ simulator must agree with them bit for bit. Conventions (design.md, the bit-exac
 - feature maps are channels-last (N, H, W, C), and a sliding window emits each patch as (kh, kw, C), channels
   fastest, the order qonnx's ``Im2Col`` uses.
 
-All results are exact integers (int64). Matrix products run through float64 BLAS, which is exact for integer
-sums below 2**53, far beyond any layer here, and many times faster than numpy's integer matmul.
+All arithmetic is in int64 (windows and pools keep their input's dtype): no floating point on the hardware path,
+and nothing clever, since this is the reference the fast simulator is checked against.
 """
 
 from __future__ import annotations
@@ -24,23 +24,18 @@ def _int(x: np.ndarray) -> np.ndarray:
     return np.asarray(x).astype(np.int64)
 
 
-def _exact_float(x: np.ndarray) -> np.ndarray:
-    """Integers as float64 (exact below 2**53) for BLAS matrix products."""
-    return np.asarray(x, dtype=np.float64)
-
 
 def xnor_popcount_matmul(bits: np.ndarray, weight_bits: np.ndarray) -> np.ndarray:
     """``popcount(xnor(x, w))`` over the last axis of ``bits`` (..., K) against ``weight_bits`` (K, N)."""
-    x, w = _exact_float(bits), _exact_float(weight_bits)
-    k = x.shape[-1]
-    # matches + mismatches = K and (2x-1).(2w-1) = matches - mismatches, so matches = (K + bipolar dot) / 2
-    dot = (2 * x - 1) @ (2 * w - 1)
-    return ((dot + k) // 2).astype(np.int64)
+    x, w = _int(bits), _int(weight_bits)
+    ones = x @ w  # positions where both are 1
+    zeros = (1 - x) @ (1 - w)  # positions where both are 0
+    return ones + zeros
 
 
 def int_matmul(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Integer matrix product over the last axis: (..., K) x (K, N) -> (..., N)."""
-    return (_exact_float(values) @ _exact_float(weights)).astype(np.int64)
+    return _int(values) @ _int(weights)
 
 
 def multithreshold(acc: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -60,7 +55,7 @@ def sliding_window(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, in
     """(N, H, W, C) -> (N, OH, OW, kh * kw * C): each output pixel's patch, channels fastest."""
     kh, kw = kernel
     sh, sw = stride
-    windows = np.lib.stride_tricks.sliding_window_view(_int(x), (kh, kw), axis=(1, 2))  # N, OH', OW', C, kh, kw
+    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(x), (kh, kw), axis=(1, 2))  # N, OH', OW', C, kh, kw
     windows = windows[:, ::sh, ::sw]
     n, oh, ow, c = windows.shape[:4]
     return np.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3)).reshape(n, oh, ow, kh * kw * c)
@@ -70,7 +65,7 @@ def maxpool(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> 
     """Max over (kh, kw) windows of an (N, H, W, C) map; on bits this is an OR."""
     kh, kw = kernel
     sh, sw = stride
-    windows = np.lib.stride_tricks.sliding_window_view(_int(x), (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(x), (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
     return windows.max(axis=(-2, -1))
 
 

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import numpy as np
 import typer
 
 from bnnflow import __version__
@@ -177,6 +178,66 @@ def compile_cmd(
 
 
 @app.command()
+def simulate(
+    target: Annotated[Path, typer.Argument(help="A run directory, or a dataflow.onnx file.")],
+    inputs: Annotated[Optional[Path], typer.Option(help="Accelerator inputs (.npy, integer codes).")] = None,
+    expect: Annotated[Optional[Path], typer.Option(help="Expected outputs (.npy); exit 4 on any difference.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the outputs here (.npy).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Use a data split of the run (train or test) as inputs, "
+                                                 "checked against the compiled model.")] = None,
+    record: Annotated[Optional[Path], typer.Option(help="Write golden vectors (inputs.npy, expected.npy) here.")] = None,
+    golden: Annotated[Optional[Path], typer.Option(help="Check against golden vectors written by --record.")] = None,
+    batch: Annotated[int, typer.Option(help="Frames per simulator call.")] = 256,
+) -> None:
+    """Simulate the accelerator bit-exactly; exit 0 when every output matches, 4 with a short diff when not.
+
+    With a run directory and no inputs, runs the run's simulate step (simulator vs qonnx, timing report).
+    """
+    from bnnflow.errors import ConfigError, VerificationError
+    from bnnflow.hw.simulator import Simulator, compare, describe_mismatch
+    from bnnflow.pipeline import simulate as sim
+    from bnnflow.pipeline.onnx_files import load_model
+    from bnnflow.pipeline.rundir import RunDir
+    from bnnflow.pipeline.steps import run_steps
+
+    is_run = target.is_dir()
+    if is_run and not any((inputs, split, golden)):
+        run = RunDir(target)
+        summary = run_steps(run.read_config(), run, ["simulate"])
+        _print_summary(run.root, summary)
+        return
+    if sum(x is not None for x in (inputs, split, golden)) != 1:
+        raise ConfigError("give exactly one source of inputs: --inputs X.npy, --split NAME (run only) or --golden DIR")
+    expected = None
+    if split is not None:
+        if not is_run:
+            raise ConfigError("--split needs a run directory, not a dataflow.onnx file")
+        run = RunDir(target)
+        frames, expected = sim.split_inputs(run.read_config(), run, split)
+    elif golden is not None:
+        frames = sim.load_array(golden / "inputs.npy", "golden inputs")
+        expected = sim.load_array(golden / "expected.npy", "golden outputs")
+    else:
+        frames = sim.load_array(inputs, "inputs")
+    if expect is not None:
+        expected = sim.load_array(expect, "expected outputs")
+    dataflow = load_model(RunDir(target).dataflow if is_run else target, "compile")
+    got = Simulator(dataflow).run(frames, batch)
+    if out_file is not None:
+        sim.save_array(out_file, got)
+    if record is not None:
+        sim.save_array(record / "inputs.npy", np.asarray(frames))
+        sim.save_array(record / "expected.npy", got)
+    if expected is not None:
+        result = compare(expected, got)
+        if result["mismatches"]:
+            raise VerificationError(f"simulate: {describe_mismatch(result)}")
+        out.info(f"simulate: {describe_mismatch(result)}")
+    else:
+        out.info(f"simulate: {len(got)} frames simulated")
+
+
+@app.command()
 def boards() -> None:
     """List the boards folding can target, with their FPGA and budgets."""
     from bnnflow.hw.boards import BOARDS
@@ -219,7 +280,7 @@ def _print_summary(root: Path, summary: dict[str, Any]) -> None:
         return
     for stage, entry in summary.get("stages", {}).items():
         keys = ("test_accuracy", "mismatches", "verified_samples", "streamlined_mismatches", "dataflow_mismatches",
-                "frames_per_second", "luts")
+                "frames_per_second", "luts", "simulated_samples", "simulator_frames_per_second")
         figures = {k: v for k, v in entry.items() if k in keys}
         out.info(f"{stage:>8}: {entry.get('status')} in {entry.get('seconds')} s  {json.dumps(figures)}")
     out.info(f"run directory: {root}  (summary.json, report.html)")

@@ -45,8 +45,16 @@ def step_compile(cfg: Config, run: RunDir) -> dict[str, Any]:
     return compile_run(cfg, run)
 
 
-STEPS: dict[str, Step] = {"train": step_train, "export": step_export, "compile": step_compile}
-DEFAULT_STEPS: list[str] = ["train", "export", "compile"]
+def step_simulate(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Run the bit-exact simulator on dataflow.onnx, check it against qonnx, and report the timing model."""
+    from bnnflow.pipeline.simulate import simulate_run
+
+    return simulate_run(cfg, run)
+
+
+STEPS: dict[str, Step] = {"train": step_train, "export": step_export, "compile": step_compile,
+                          "simulate": step_simulate}
+DEFAULT_STEPS: list[str] = ["train", "export", "compile", "simulate"]
 
 
 def resolve_steps(names: list[str | Step]) -> list[tuple[str, Step]]:

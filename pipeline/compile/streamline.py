@@ -10,7 +10,6 @@ package, one per module, and the recipe below is their order.
 from __future__ import annotations
 
 from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.transformation.batchnorm_to_affine import BatchNormToAffine
 from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
 from qonnx.transformation.extract_quant_scale_zeropt import ExtractQuantScaleZeroPt
 from qonnx.transformation.infer_datatypes import InferDataTypes
@@ -20,6 +19,7 @@ from qonnx.util.basic import get_by_name
 
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.pipeline.compile.absorb_affine_into_threshold import AbsorbAffineIntoThreshold
+from bnnflow.pipeline.compile.batchnorm_to_scale_shift import BatchNormToScaleShift
 from bnnflow.pipeline.compile.convert_bipolar_quant_to_threshold import ConvertBipolarQuantToThreshold
 from bnnflow.pipeline.compile.fold_weight_quant import FoldWeightQuant
 from bnnflow.pipeline.compile.move_scalar_mul_downstream import MoveScalarMulDownstream
@@ -106,7 +106,7 @@ def streamline_model(model: ModelWrapper) -> ModelWrapper:
     model = model.transform(ExtractQuantScaleZeroPt())
     model = _infer(model.transform(ConvertBipolarQuantToThreshold()))
     _check_quantizers(model)
-    model = model.transform(BatchNormToAffine())
+    model = model.transform(BatchNormToScaleShift())
     model = _infer(model.transform(LowerConvsToMatMul()))
     _check_padding(model)
     model = _infer(_move_downstream(model))

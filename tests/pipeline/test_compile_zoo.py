@@ -1,4 +1,5 @@
-"""The compiler end to end: model.qonnx == streamlined.onnx == dataflow.onnx under qonnx's executor, exactly.
+"""The compiler end to end: model.qonnx == streamlined.onnx == dataflow.onnx under qonnx's executor, exactly,
+and the bit-exact simulator == qonnx's executor on dataflow.onnx.
 
 Every zoo model and Brevitas's own bnn_pynq TFC/SFC/LFC/CNV (w1a1) are exported with randomised BatchNorm
 statistics, including negative scales (so weight columns get flipped), and checked on 200 inputs; a trained
@@ -14,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from bnnflow.hw.simulator import Simulator
 from bnnflow.models import create_model
 from bnnflow.pipeline.compile.stage import compile_model, verify_compile
 from bnnflow.pipeline.config import CompileConfig
@@ -59,6 +61,8 @@ def _check(model: nn.Module, input_shape: tuple[int, ...], label_select: bool = 
     np.testing.assert_array_equal(arrays["qonnx"], arrays["streamlined"])
     np.testing.assert_array_equal(arrays["hw_expected"], arrays["hw_output"])
     assert len(np.unique(arrays["hw_output"])) > 1, "a constant output would make the comparison vacuous"
+    # The bit-exact simulator equals qonnx's executor on the dataflow graph, on the same 200 inputs.
+    np.testing.assert_array_equal(Simulator(dataflow).run(arrays["hw_input"]), arrays["hw_output"])
     ops = {n.op_type for n in streamlined.graph.node}
     assert not ops & {"BatchNormalization", "Conv", "BipolarQuant"}
     assert "XnorPopcountMatMul" in ops and "MultiThreshold" in ops
