@@ -124,6 +124,15 @@ def test_export_writes_verified_qonnx(cli, tmp_path: Path, trained_run: Path) ->
     assert "export" in (run / "report.html").read_text()
 
 
+def test_installed_command_runs_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    """The real ``python -m bnnflow.pipeline.cli`` process: one clean error line and exit code 2."""
+    from tests.conftest import run_cli
+
+    result = run_cli("run", "--set", "train.epochs=abc", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: config: train.epochs")
+    assert not (tmp_path / "out").exists()
+
+
 def test_models_lists_registry(cli) -> None:
     result = cli("models")
     assert result.returncode == 0
@@ -131,6 +140,8 @@ def test_models_lists_registry(cli) -> None:
     assert {"digits_mlp", "tfc", "sfc", "lfc", "cnv"} <= set(names)
 
 
-def test_debug_shows_traceback(cli) -> None:
-    result = cli("--debug", "run", "--set", "train.epochs=abc", "--out", "out")
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli("--debug", "run", "--set", "train.epochs=abc", "--out", "out", cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" in result.stderr

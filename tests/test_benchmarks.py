@@ -1,0 +1,15 @@
+"""Benchmarks run in CI only as smoke tests: tiny sizes, checking they run and their outputs are exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def test_simulator_benchmark_smoke(tmp_path: Path) -> None:
+    from benchmarks.simulator import main
+
+    result = main(["--frames", "8", "--qonnx-frames", "2", "--repeats", "1", "--out", str(tmp_path)])
+    assert result["simulator_equals_qonnx"]
+    written = json.loads((tmp_path / "simulator.json").read_text())
+    assert written["frames"] == 8 and written["simulator_fps"] > 0 and written["ratio_vs_qonnx"] > 0
