@@ -20,6 +20,7 @@ run: $(STAMP)
 	$(VENV)/bin/bnnflow run
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
 clean:

@@ -68,7 +68,10 @@ def _int_type(low: float, high: float) -> DataType:
 
 
 def _threshold_type(thresholds: np.ndarray) -> DataType:
-    return DataType["BINARY"] if thresholds.shape[1] == 1 else DataType[f"UINT{int(np.ceil(np.log2(thresholds.shape[1] + 1)))}"]
+    """A threshold count's datatype: one bit for one threshold, else enough bits for 0 .. T."""
+    if thresholds.shape[1] == 1:
+        return DataType["BINARY"]
+    return DataType[f"UINT{int(np.ceil(np.log2(thresholds.shape[1] + 1)))}"]
 
 
 class _Builder:

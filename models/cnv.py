@@ -11,8 +11,8 @@ from __future__ import annotations
 import brevitas.nn as qnn
 from torch import nn
 
-from bnnflow.models.layers import LogitScale
-from bnnflow.models.quantizers import InputQuant, act_quant, weight_quant
+from bnnflow.models.layers import linear_head, quant_act
+from bnnflow.models.quantizers import InputQuant, weight_quant
 from bnnflow.models.registry import register_model
 
 CNV_CONV_CHANNELS = (64, 64, 128, 128, 256, 256)
@@ -40,7 +40,7 @@ class CNV(nn.Module):
                 qnn.QuantConv2d(channels, out_channels, kernel_size=3, bias=False,
                                 weight_quant=weight_quant(weight_bits), weight_bit_width=weight_bits),
                 nn.BatchNorm2d(out_channels),
-                qnn.QuantIdentity(act_quant=act_quant(act_bits), bit_width=act_bits, return_quant_tensor=True),
+                quant_act(act_bits),
             ]
             channels, height, width = out_channels, height - 2, width - 2
             if i in CNV_POOL_AFTER:
@@ -49,21 +49,7 @@ class CNV(nn.Module):
         if height < 1 or width < 1:
             raise ValueError(f"cnv needs images of at least 32x32, got {input_shape[1]}x{input_shape[2]}")
         self.conv_features = nn.Sequential(*convs)
-        in_features = channels * height * width
-        fcs: list[nn.Module] = []
-        for width_fc in CNV_FC_WIDTHS:
-            fcs += [
-                qnn.QuantLinear(in_features, width_fc, bias=False, weight_quant=weight_quant(weight_bits),
-                                weight_bit_width=weight_bits),
-                nn.BatchNorm1d(width_fc),
-                qnn.QuantIdentity(act_quant=act_quant(act_bits), bit_width=act_bits, return_quant_tensor=True),
-            ]
-            in_features = width_fc
-        fcs += [
-            qnn.QuantLinear(in_features, num_classes, bias=False, weight_quant=weight_quant(weight_bits),
-                            weight_bit_width=weight_bits),
-            LogitScale(in_features),
-        ]
+        fcs = linear_head(channels * height * width, list(CNV_FC_WIDTHS), num_classes, weight_bits, act_bits)
         self.fc_features = nn.Sequential(*fcs)
 
     def forward(self, x):

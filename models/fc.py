@@ -14,8 +14,8 @@ import math
 import brevitas.nn as qnn
 from torch import nn
 
-from bnnflow.models.layers import LogitScale
-from bnnflow.models.quantizers import InputQuant, act_quant, weight_quant
+from bnnflow.models.layers import linear_head
+from bnnflow.models.quantizers import InputQuant
 from bnnflow.models.registry import register_model
 
 
@@ -41,22 +41,7 @@ class BinaryMLP(nn.Module):
         self.input_shape = tuple(input_shape)
         in_features = math.prod(self.input_shape)
         self.input_quant = qnn.QuantIdentity(act_quant=InputQuant, bit_width=input_bits, return_quant_tensor=True)
-        layers: list[nn.Module] = []
-        for width in hidden:
-            layers += [
-                qnn.QuantLinear(in_features, width, bias=False, weight_quant=weight_quant(weight_bits),
-                                weight_bit_width=weight_bits),
-                nn.BatchNorm1d(width),
-                qnn.QuantIdentity(act_quant=act_quant(act_bits), bit_width=act_bits, return_quant_tensor=True),
-            ]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            in_features = width
-        layers += [
-            qnn.QuantLinear(in_features, num_classes, bias=False, weight_quant=weight_quant(weight_bits),
-                            weight_bit_width=weight_bits),
-            LogitScale(in_features),
-        ]
+        layers = linear_head(in_features, hidden, num_classes, weight_bits, act_bits, dropout)
         self.features = nn.Sequential(*layers)
 
     def forward(self, x):

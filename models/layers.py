@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+import brevitas.nn as qnn
 import torch
 from torch import nn
+
+from bnnflow.models.quantizers import act_quant, weight_quant
 
 
 class LogitScale(nn.Module):
@@ -28,3 +31,30 @@ class LogitScale(nn.Module):
             # onnxruntime's exp, which differs from PyTorch's in the last bit for some values.
             scale = torch.tensor(scale.item(), dtype=x.dtype)
         return x * scale
+
+
+def quant_act(act_bits: int) -> nn.Module:
+    """The activation quantizer module of a layer: sign for 1 bit."""
+    return qnn.QuantIdentity(act_quant=act_quant(act_bits), bit_width=act_bits, return_quant_tensor=True)
+
+
+def linear_head(in_features: int, hidden: list[int], num_classes: int, weight_bits: int, act_bits: int,
+                dropout: float = 0.0) -> list[nn.Module]:
+    """``QuantLinear (no bias) -> BatchNorm1d -> sign`` per hidden width, then the class layer and its scale."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [
+            qnn.QuantLinear(in_features, width, bias=False, weight_quant=weight_quant(weight_bits),
+                            weight_bit_width=weight_bits),
+            nn.BatchNorm1d(width),
+            quant_act(act_bits),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_features = width
+    layers += [
+        qnn.QuantLinear(in_features, num_classes, bias=False, weight_quant=weight_quant(weight_bits),
+                        weight_bit_width=weight_bits),
+        LogitScale(in_features),
+    ]
+    return layers

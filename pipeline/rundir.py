@@ -21,7 +21,6 @@ from bnnflow import __version__
 from bnnflow.errors import ConfigError
 from bnnflow.pipeline.config import Config, load_config
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

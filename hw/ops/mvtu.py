@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from onnx import helper
 from qonnx.core.datatype import DataType
 

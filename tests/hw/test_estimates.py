@@ -4,23 +4,18 @@ changes the graph."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
-import torch
 from onnx import TensorProto, helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.boards import ECP5, ICE40, RAMB18_SHAPES, XILINX
-from bnnflow.hw.convert import to_dataflow
 from bnnflow.hw.estimates import LUTROM_MAX_BITS, estimate, hw_ops, memory_cost
 from bnnflow.hw.ops.base import Memory
-from bnnflow.models import create_model
-from bnnflow.pipeline.compile.streamline import streamline_model
-from bnnflow.pipeline.export import export_model
+from tests.hw.conftest import build_dataflow, fresh
 
 FABRICS = {"xilinx": XILINX, "ecp5": ECP5, "ice40": ICE40}
 
@@ -33,16 +28,6 @@ CNV_FOLDING = {"MVTU_0": {"PE": 16, "SIMD": 3}, "SlidingWindow_0": {"SIMD": 3},
                "MVTU_2": {"PE": 16, "SIMD": 16}, "SlidingWindow_2": {"SIMD": 16},
                "MVTU_3": {"PE": 8, "SIMD": 32}, "SlidingWindow_3": {"SIMD": 32},
                "MVTU_7": {"PE": 2, "SIMD": 8}}
-
-
-def build_dataflow(name: str, input_shape: tuple[int, ...]) -> ModelWrapper:
-    torch.manual_seed(0)
-    model = create_model(name, input_shape=input_shape, num_classes=10).eval()
-    return to_dataflow(streamline_model(export_model(model, input_shape)))
-
-
-def fresh(model: ModelWrapper) -> ModelWrapper:
-    return ModelWrapper(copy.deepcopy(model.model))
 
 
 def folded(model: ModelWrapper, folding: dict[str, dict[str, int]]) -> ModelWrapper:

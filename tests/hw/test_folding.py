@@ -4,33 +4,18 @@ folding fits the board, and sliding windows stream the same SIMD lanes as the ma
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
-import torch
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.hw.boards import BOARDS, LUT_BUDGET_SHARE, XILINX, Board, Fabric, get_board
-from bnnflow.hw.convert import to_dataflow
 from bnnflow.hw.estimates import estimate, memory_cost
 from bnnflow.hw.folding import FoldingError, fold_for_board, fold_for_fps
-from bnnflow.models import create_model
-from bnnflow.pipeline.compile.streamline import streamline_model
-from bnnflow.pipeline.export import export_model
+from tests.hw.conftest import build_dataflow, fresh
 
 CLOCK_MHZ = 100.0
-
-
-def build_dataflow(name: str, input_shape: tuple[int, ...]) -> ModelWrapper:
-    torch.manual_seed(0)
-    model = create_model(name, input_shape=input_shape, num_classes=10).eval()
-    return to_dataflow(streamline_model(export_model(model, input_shape)))
-
-
-def fresh(model: ModelWrapper) -> ModelWrapper:
-    return ModelWrapper(copy.deepcopy(model.model))
 
 
 def serialized(model: ModelWrapper) -> bytes:

@@ -6,8 +6,7 @@ import pytest
 from torch import nn
 
 from bnnflow.errors import ConfigError
-from bnnflow.models import create_model, list_models, register_model
-from bnnflow.models import registry
+from bnnflow.models import create_model, list_models, register_model, registry
 
 ZOO = ["digits_mlp", "tfc", "sfc", "lfc", "cnv"]
 

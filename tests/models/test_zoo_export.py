@@ -9,7 +9,6 @@ package's own loaders.
 from __future__ import annotations
 
 import json
-
 import pickle
 from pathlib import Path
 
