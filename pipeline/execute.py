@@ -21,6 +21,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.util.basic import get_by_name
 
+from bnnflow.pipeline.console import out
+
 
 def with_batch(model: ModelWrapper, batch: int) -> ModelWrapper:
     """A copy of ``model`` whose every tensor has batch size ``batch`` (dimension 0)."""
@@ -48,7 +50,7 @@ def with_batch(model: ModelWrapper, batch: int) -> ModelWrapper:
 
 
 def execute(model: ModelWrapper, inputs: np.ndarray, outputs: list[str] | None = None,
-            batch: int = 256) -> dict[str, np.ndarray]:
+            batch: int = 256, progress: str | None = None) -> dict[str, np.ndarray]:
     """Run ``inputs`` (N, ...) through ``model``, ``batch`` samples per call; returns the named tensors.
 
     Args:
@@ -57,6 +59,7 @@ def execute(model: ModelWrapper, inputs: np.ndarray, outputs: list[str] | None =
         outputs: tensor names to return (intermediate ones too); default: the graph's first output.
         batch: samples per executor call (1 for graphs with ``Im2Col``); the last call is zero-padded and the
             padding dropped.
+        progress: a label for a progress bar over the samples (none when omitted).
     """
     in_name = model.graph.input[0].name
     if any(node.op_type == "Im2Col" for node in model.graph.node):
@@ -66,7 +69,8 @@ def execute(model: ModelWrapper, inputs: np.ndarray, outputs: list[str] | None =
     batched = with_batch(model, batch)
     intermediate = any(name not in (o.name for o in model.graph.output) for name in outputs)
     results: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-    with _unsanitized():
+    with _unsanitized(), out.progress() as bar:
+        task = bar.add_task(progress or "", total=len(inputs), status="", visible=progress is not None)
         for start in range(0, len(inputs), batch):
             chunk = np.asarray(inputs[start: start + batch], dtype=np.float32)
             padded = np.zeros((batch, *chunk.shape[1:]), dtype=np.float32)
@@ -74,6 +78,7 @@ def execute(model: ModelWrapper, inputs: np.ndarray, outputs: list[str] | None =
             context = execute_onnx(batched, {in_name: padded}, return_full_exec_context=intermediate)
             for name in outputs:
                 results[name].append(context[name][: len(chunk)])
+            bar.advance(task, len(chunk))
     return {name: np.concatenate(parts) for name, parts in results.items()}
 
 

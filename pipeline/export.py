@@ -89,7 +89,8 @@ def export(cfg: Config, run: RunDir) -> dict[str, Any]:
     with torch.no_grad():
         expected = torch.cat([model(images[i: i + 512]) for i in range(0, len(images), 512)]).numpy()
     started = time.perf_counter()
-    got = execute(wrapper, images.numpy(), batch=cfg.export.verify_batch)[wrapper.graph.output[0].name]
+    got = execute(wrapper, images.numpy(), batch=cfg.export.verify_batch, progress="model.qonnx")[
+        wrapper.graph.output[0].name]
     comparison = compare_outputs(expected, got)
     figures.update(comparison, verified_samples=len(images), qonnx_seconds=round(time.perf_counter() - started, 2),
                    qonnx_accuracy=float((got.argmax(1) == labels.numpy()).mean()))

@@ -59,10 +59,10 @@ def verify_compile(model: ModelWrapper, streamlined: ModelWrapper, dataflow: Mod
     """Run all three graphs on ``images``; returns (comparison figures, the compared arrays)."""
     hw_in = dataflow.get_metadata_prop("bnnflow.streamlined_input")
     hw_out = dataflow.get_metadata_prop("bnnflow.streamlined_output")
-    reference = execute(model, images, batch=batch)[model.graph.output[0].name]
+    reference = execute(model, images, batch=batch, progress="model.qonnx")[model.graph.output[0].name]
     out_name = streamlined.graph.output[0].name
-    levels = execute(streamlined, images, [out_name, hw_in, hw_out], batch=batch)
-    hardware = execute(dataflow, levels[hw_in], batch=batch)[dataflow.graph.output[0].name]
+    levels = execute(streamlined, images, [out_name, hw_in, hw_out], batch=batch, progress="streamlined.onnx")
+    hardware = execute(dataflow, levels[hw_in], batch=batch, progress="dataflow.onnx")[dataflow.graph.output[0].name]
     expected = levels[hw_out]
     if dataflow.get_metadata_prop("bnnflow.output_kind") == "label":
         expected = expected.argmax(axis=-1)[:, None].astype(np.float32)
