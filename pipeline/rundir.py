@@ -99,6 +99,11 @@ class RunDir:
     def report_path(self) -> Path:
         return self.root / "report.html"
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete half-written files a killed process left (``atomic_path``'s ``.NAME.XXXX.tmp``)."""
+        for stale in self.root.rglob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
     def write_config(self, cfg: Config) -> None:
         atomic_write_text(self.config_path, tomli_w.dumps(cfg.to_dict()))
 

@@ -98,6 +98,7 @@ def prepare_run(cfg: Config, root: Path, *, force: bool = False) -> RunDir:
     elif root.exists() and any(root.iterdir()):
         raise ConfigError(f"{root} exists and is not a bnnflow run; choose an empty or new --out folder")
     root.mkdir(parents=True, exist_ok=True)
+    run.remove_stale_temporaries()
     run.write_config(cfg)
     return run
 

@@ -105,3 +105,18 @@ def test_load_checkpoint_rejects_corrupt_file(tmp_path: Path) -> None:
 def test_load_checkpoint_reports_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_reopening_a_run_removes_half_written_files(tmp_path: Path) -> None:
+    """A process killed inside ``atomic_path`` leaves its temporary file; the next command on the run removes it."""
+    from bnnflow.pipeline.config import Config
+    from bnnflow.pipeline.steps import prepare_run
+
+    run = prepare_run(Config(), tmp_path / "run")
+    stale = run.train_dir / ".checkpoint.safetensors.k1ll3d.tmp"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half a checkpoint")
+    keep = run.train_dir / "notes.txt"
+    keep.write_text("mine")
+    prepare_run(Config(), run.root)
+    assert not stale.exists() and keep.read_text() == "mine"

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.core.onnx_exec import execute_onnx
 from qonnx.custom_op.registry import getCustomOp
-from qonnx.transformation.infer_shapes import InferShapes
-from qonnx.util.basic import get_by_name, qonnx_make_model
+from qonnx.util.basic import get_by_name
 
 from bnnflow.pipeline.compile.move_transpose_downstream import MoveTransposeDownstream
+from tests.pipeline.compile.conftest import make_model, op_types, run_graph
 
 QONNX = "qonnx.custom_op.general"
 TO_NCHW = [0, 3, 1, 2]
@@ -25,26 +24,6 @@ TO_NHWC = [0, 2, 3, 1]
 N, H, W, C = 2, 4, 4, 3
 NHWC = [N, H, W, C]
 NCHW = [N, C, H, W]
-
-
-def _model(nodes, in_shape, out_shape, initializers, value_info=None) -> ModelWrapper:
-    graph = helper.make_graph(nodes, "move_transpose_test",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
-                              value_info=[helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-                                          for name, shape in (value_info or {}).items()])
-    model = ModelWrapper(qonnx_make_model(graph, producer_name="bnnflow-test"))
-    for name, value in initializers.items():
-        model.set_initializer(name, np.asarray(value, dtype=np.int64 if name.startswith("shape") else np.float32))
-    return model.transform(InferShapes())
-
-
-def _run(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
-    return execute_onnx(model, {"x": x})["y"]
-
-
-def _op_types(model: ModelWrapper) -> list[str]:
-    return [n.op_type for n in model.graph.node]
 
 
 def _int_inputs(shape, seed) -> np.ndarray:
@@ -56,9 +35,9 @@ def _to_nchw(inp="x", out="t"):
 
 
 def _moved(model: ModelWrapper, x: np.ndarray) -> ModelWrapper:
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     moved = model.transform(MoveTransposeDownstream())
-    got = _run(moved, x)
+    got = run_graph(moved, x)
     assert got.shape == expected.shape
     assert np.array_equal(got, expected)
     return moved
@@ -77,9 +56,9 @@ CHANNEL_CONSTANTS = {
 @pytest.mark.parametrize("const", list(CHANNEL_CONSTANTS), ids=str)
 def test_past_per_channel_elementwise(op, const):
     value = CHANNEL_CONSTANTS[const]
-    model = _model([_to_nchw(), helper.make_node(op, ["t", "c"], ["y"])], NHWC, NCHW, {"c": value})
+    model = make_model([_to_nchw(), helper.make_node(op, ["t", "c"], ["y"])], NHWC, NCHW, {"c": value})
     moved = _moved(model, _int_inputs(NHWC, 0))
-    assert _op_types(moved) == [op, "Transpose"]
+    assert op_types(moved) == [op, "Transpose"]
     elementwise, trans = moved.graph.node
     assert elementwise.input[0] == "x" and trans.output[0] == "y"
     assert list(get_by_name(trans.attribute, "perm").ints) == TO_NCHW
@@ -92,15 +71,15 @@ def test_past_per_channel_elementwise(op, const):
 
 def test_not_past_elementwise_varying_along_width():
     # A length-W vector in NCHW broadcasts along W, not C: it cannot be re-laid out as a channel constant.
-    model = _model([_to_nchw(), helper.make_node("Mul", ["t", "c"], ["y"])], NHWC, NCHW,
+    model = make_model([_to_nchw(), helper.make_node("Mul", ["t", "c"], ["y"])], NHWC, NCHW,
                    {"c": np.arange(1, W + 1, dtype=np.float32)})
     moved = _moved(model, _int_inputs(NHWC, 1))
-    assert _op_types(moved) == ["Transpose", "Mul"]
+    assert op_types(moved) == ["Transpose", "Mul"]
 
 
 def test_not_past_elementwise_with_computed_operand():
     nodes = [_to_nchw(), helper.make_node("Relu", ["t"], ["r"]), helper.make_node("Add", ["t", "r"], ["y"])]
-    model = _model(nodes, NHWC, NCHW, {})
+    model = make_model(nodes, NHWC, NCHW, {})
     moved = _moved(model, _int_inputs(NHWC, 2))
     assert moved.graph.node[0].op_type == "Transpose"
 
@@ -112,12 +91,12 @@ def test_past_multithreshold_sets_nhwc_layout(layout):
     if layout is not None:
         attrs["data_layout"] = layout
     mt = helper.make_node("MultiThreshold", ["t", "thr"], ["y"], domain=QONNX, **attrs)
-    model = _model([_to_nchw(), mt], NHWC, NCHW, {"thr": thresholds})
+    model = make_model([_to_nchw(), mt], NHWC, NCHW, {"thr": thresholds})
     x = _int_inputs(NHWC, 3)
     nchw = x.transpose(TO_NCHW)
     assert any(np.any(nchw[:, ch] == t) for ch in range(C) for t in thresholds[ch])  # some values sit on a threshold
     moved = _moved(model, x)
-    assert _op_types(moved) == ["MultiThreshold", "Transpose"]
+    assert op_types(moved) == ["MultiThreshold", "Transpose"]
     node = moved.graph.node[0]
     assert node.input[0] == "x"
     assert getCustomOp(node).get_nodeattr("data_layout") == "NHWC"
@@ -127,9 +106,9 @@ def test_past_multithreshold_sets_nhwc_layout(layout):
 
 def test_not_past_multithreshold_already_nhwc():
     mt = helper.make_node("MultiThreshold", ["t", "thr"], ["y"], domain=QONNX, out_dtype="BINARY", data_layout="NHWC")
-    model = _model([_to_nchw(), mt], NHWC, NCHW, {"thr": np.zeros((1, 1))})
+    model = make_model([_to_nchw(), mt], NHWC, NCHW, {"thr": np.zeros((1, 1))})
     moved = model.transform(MoveTransposeDownstream())
-    assert _op_types(moved) == ["Transpose", "MultiThreshold"]
+    assert op_types(moved) == ["Transpose", "MultiThreshold"]
 
 
 @pytest.mark.parametrize("kernel,strides,pads", [([2, 2], [2, 2], None), ([3, 3], [1, 1], [1, 1, 1, 1]),
@@ -140,9 +119,9 @@ def test_past_maxpool_becomes_maxpool_nhwc(kernel, strides, pads):
         attrs["pads"] = pads
     pool = helper.make_node("MaxPool", ["t"], ["y"], **attrs)
     oh = (H + (sum(pads[::2]) if pads else 0) - kernel[0]) // strides[0] + 1
-    model = _model([_to_nchw(), pool], NHWC, [N, C, oh, oh], {})
+    model = make_model([_to_nchw(), pool], NHWC, [N, C, oh, oh], {})
     moved = _moved(model, _int_inputs(NHWC, 4))
-    assert _op_types(moved) == ["MaxPoolNHWC", "Transpose"]
+    assert op_types(moved) == ["MaxPoolNHWC", "Transpose"]
     node = moved.graph.node[0]
     assert node.domain == QONNX and node.input[0] == "x"
     inst = getCustomOp(node)
@@ -152,7 +131,7 @@ def test_past_maxpool_becomes_maxpool_nhwc(kernel, strides, pads):
 
 def test_past_maxpool_without_strides_uses_onnx_default_stride():
     pool = helper.make_node("MaxPool", ["t"], ["y"], kernel_shape=[2, 2])  # ONNX: strides default to 1
-    model = _model([_to_nchw(), pool], NHWC, [N, C, H - 1, W - 1], {})
+    model = make_model([_to_nchw(), pool], NHWC, [N, C, H - 1, W - 1], {})
     moved = _moved(model, _int_inputs(NHWC, 5))
     assert getCustomOp(moved.get_nodes_by_op_type("MaxPoolNHWC")[0]).get_nodeattr("strides") == [1, 1]
 
@@ -160,44 +139,44 @@ def test_past_maxpool_without_strides_uses_onnx_default_stride():
 def test_cancels_with_following_nhwc_transpose():
     nodes = [helper.make_node("Relu", ["x"], ["r"]), _to_nchw("r", "t"),
              helper.make_node("Transpose", ["t"], ["u"], perm=TO_NHWC), helper.make_node("Neg", ["u"], ["y"])]
-    model = _model(nodes, NHWC, NHWC, {})
+    model = make_model(nodes, NHWC, NHWC, {})
     moved = _moved(model, _int_inputs(NHWC, 6))
-    assert _op_types(moved) == ["Relu", "Neg"]
+    assert op_types(moved) == ["Relu", "Neg"]
     assert moved.graph.node[1].input[0] == moved.graph.node[0].output[0]
 
 
 def test_cancels_when_pair_ends_at_graph_output():
     nodes = [helper.make_node("Relu", ["x"], ["r"]), _to_nchw("r", "t"),
              helper.make_node("Transpose", ["t"], ["y"], perm=TO_NHWC)]
-    model = _model(nodes, NHWC, NHWC, {})
+    model = make_model(nodes, NHWC, NHWC, {})
     moved = _moved(model, _int_inputs(NHWC, 7))
-    assert _op_types(moved) == ["Relu"]
+    assert op_types(moved) == ["Relu"]
     assert moved.graph.node[0].output[0] == "y"
 
 
 def test_cancels_when_pair_starts_at_graph_input():
     nodes = [_to_nchw(), helper.make_node("Transpose", ["t"], ["u"], perm=TO_NHWC), helper.make_node("Neg", ["u"], ["y"])]
-    model = _model(nodes, NHWC, NHWC, {})
+    model = make_model(nodes, NHWC, NHWC, {})
     moved = _moved(model, _int_inputs(NHWC, 8))
-    assert _op_types(moved) == ["Neg"]
+    assert op_types(moved) == ["Neg"]
     assert moved.graph.node[0].input[0] == "x"
 
 
 def test_cancels_when_pair_is_the_whole_graph():
     nodes = [_to_nchw(), helper.make_node("Transpose", ["t"], ["y"], perm=TO_NHWC)]
-    model = _model(nodes, NHWC, NHWC, {})
+    model = make_model(nodes, NHWC, NHWC, {})
     moved = model.transform(MoveTransposeDownstream())
-    assert "Transpose" not in _op_types(moved)
+    assert "Transpose" not in op_types(moved)
     if len(moved.graph.node):  # an empty graph cannot be executed; otherwise it must still be the identity
         x = _int_inputs(NHWC, 16)
-        assert np.array_equal(_run(moved, x), x)
+        assert np.array_equal(run_graph(moved, x), x)
 
 
 def test_not_cancelled_by_other_permutation():
     nodes = [_to_nchw(), helper.make_node("Transpose", ["t"], ["y"], perm=[0, 1, 3, 2])]
-    model = _model(nodes, NHWC, [N, C, W, H], {})
+    model = make_model(nodes, NHWC, [N, C, W, H], {})
     moved = _moved(model, _int_inputs(NHWC, 9))
-    assert _op_types(moved) == ["Transpose", "Transpose"]
+    assert op_types(moved) == ["Transpose", "Transpose"]
 
 
 def _flatten_matmul_model(flatten_op: str, h=2, w=2, c=3, n=2, k=5, seed=10) -> ModelWrapper:
@@ -210,7 +189,7 @@ def _flatten_matmul_model(flatten_op: str, h=2, w=2, c=3, n=2, k=5, seed=10) -> 
         flatten = helper.make_node("Flatten", ["t"], ["f"], axis=1)
         inits = {}
     inits["w"] = rng.integers(-4, 5, size=(flat, k))
-    return _model([_to_nchw(), flatten, helper.make_node("MatMul", ["f", "w"], ["y"])], [n, h, w, c], [n, k], inits)
+    return make_model([_to_nchw(), flatten, helper.make_node("MatMul", ["f", "w"], ["y"])], [n, h, w, c], [n, k], inits)
 
 
 @pytest.mark.parametrize("flatten_op", ["Reshape", "Flatten"])
@@ -218,8 +197,8 @@ def test_folds_into_reshape_matmul_by_permuting_weight_rows(flatten_op):
     model = _flatten_matmul_model(flatten_op)
     x = _int_inputs((2, 2, 2, 3), 11)
     moved = _moved(model, x)
-    assert "Transpose" not in _op_types(moved)
-    assert _op_types(moved) == [flatten_op, "MatMul"]
+    assert "Transpose" not in op_types(moved)
+    assert op_types(moved) == [flatten_op, "MatMul"]
     assert moved.graph.node[0].input[0] == "x"
     w_old = model.get_initializer("w")
     w_new = moved.get_initializer(moved.graph.node[1].input[1])
@@ -234,21 +213,21 @@ def test_folds_into_reshape_matmul_by_permuting_weight_rows(flatten_op):
     if flatten_op == "Reshape":
         assert list(moved.get_initializer(moved.graph.node[0].input[1])) == [-1, 12]
     # The folded graph equals flattening NHWC directly.
-    assert np.array_equal(_run(moved, x), x.reshape(2, -1) @ w_new)
+    assert np.array_equal(run_graph(moved, x), x.reshape(2, -1) @ w_new)
 
 
 def test_fold_with_non_square_map():
     model = _flatten_matmul_model("Reshape", h=2, w=3, c=2, n=1, k=4, seed=12)
     moved = _moved(model, _int_inputs((1, 2, 3, 2), 13))
-    assert _op_types(moved) == ["Reshape", "MatMul"]
+    assert op_types(moved) == ["Reshape", "MatMul"]
 
 
 def test_not_folded_when_matmul_weights_are_computed():
     nodes = [_to_nchw(), helper.make_node("Reshape", ["t", "shape"], ["f"]),
              helper.make_node("Relu", ["wf"], ["w"]), helper.make_node("MatMul", ["f", "w"], ["y"])]
-    graph_model = _model(nodes, [1, 2, 2, 3], [1, 4], {"shape": [1, 12], "wf": np.ones((12, 4))})
+    graph_model = make_model(nodes, [1, 2, 2, 3], [1, 4], {"shape": [1, 12], "wf": np.ones((12, 4))})
     moved = graph_model.transform(MoveTransposeDownstream())
-    assert "Transpose" in _op_types(moved)
+    assert "Transpose" in op_types(moved)
 
 
 def test_whole_lowered_layer_ends_channels_last():
@@ -264,9 +243,9 @@ def test_whole_lowered_layer_ends_channels_last():
         helper.make_node("Reshape", ["p", "shape"], ["f"]),
         helper.make_node("MatMul", ["f", "w"], ["y"]),
     ]
-    model = _model(nodes, NHWC, [N, 5], {
+    model = make_model(nodes, NHWC, [N, 5], {
         "a": np.asarray([2.0, -1.0, 0.5]).reshape(1, C, 1, 1), "b": np.asarray([1.0, 0.0, -2.0]).reshape(1, C, 1, 1),
         "thr": np.zeros((1, 1)), "shape": [N, C * 2 * 2], "w": rng.choice([-1.0, 1.0], size=(C * 4, 5)),
     })
     moved = _moved(model, _int_inputs(NHWC, 15))
-    assert _op_types(moved) == ["Mul", "Add", "MultiThreshold", "MaxPoolNHWC", "Reshape", "MatMul"]
+    assert op_types(moved) == ["Mul", "Add", "MultiThreshold", "MaxPoolNHWC", "Reshape", "MatMul"]
