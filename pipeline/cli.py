@@ -152,28 +152,51 @@ def export(
 
 @app.command("compile")
 def compile_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory with an exported model.qonnx.")],
+    source: Annotated[Path, typer.Argument(help="A run directory with model.qonnx, or a QONNX file.")],
+    out_dir: OutOpt = None,
+    inputs: Annotated[Optional[Path], typer.Option(help="With a QONNX file: float inputs (.npy) to verify on "
+                                                   "[default: 256 seeded random inputs in [0, 1)].")] = None,
     board: Annotated[Optional[str], typer.Option(help="Board to fit (`bnnflow boards`).")] = None,
     target_fps: Annotated[Optional[float], typer.Option(help="Frames/s to reach with the fewest resources.")] = None,
     clock_mhz: Annotated[Optional[float], typer.Option(help="Accelerator clock in MHz.")] = None,
     label_select: Annotated[Optional[bool], typer.Option(help="End with the class index, not the scores.")] = None,
     verify: Annotated[bool, typer.Option(help="Check all three graphs against each other with qonnx.")] = True,
+    force: Annotated[bool, typer.Option(help="Replace a run in --out made with another configuration.")] = False,
 ) -> None:
-    """Compile RUN/model.qonnx into RUN/streamlined.onnx and a folded RUN/dataflow.onnx, with estimates.
+    """Compile model.qonnx into streamlined.onnx and a folded dataflow.onnx, with estimates.
 
-    The settings used are written back to RUN/config.toml once the compile succeeds.
+    SOURCE is a run directory (its config.toml gets the settings used, once the compile succeeds), or a QONNX
+    file exported elsewhere, which starts a new run directory in --out [default: runs/<file name>].
     """
     from bnnflow.hw.boards import get_board
+    from bnnflow.pipeline.compile.stage import compile_file, compile_run
+    from bnnflow.pipeline.config import Config
     from bnnflow.pipeline.rundir import RunDir
     from bnnflow.pipeline.steps import run_steps
 
-    run = RunDir(run_dir)
     options = {"board": board, "target_fps": target_fps, "clock_mhz": clock_mhz, "label_select": label_select,
                "verify": verify}
-    cfg = run.read_config().with_overrides({f"compile.{k}": v for k, v in options.items() if v is not None})
-    get_board(cfg.compile.board)
-    summary = run_steps(cfg, run, ["compile"])
-    run.write_config(cfg)
+    overrides = {f"compile.{k}": v for k, v in options.items() if v is not None}
+    if source.is_dir():
+        run = RunDir(source)
+        cfg = run.read_config().with_overrides(overrides)
+        get_board(cfg.compile.board)
+        summary = run_steps(cfg, run, ["compile"])
+        run.write_config(cfg)
+    else:
+        from bnnflow.pipeline.simulate import load_array
+
+        cfg = Config().with_overrides(overrides)
+        get_board(cfg.compile.board)
+        images = load_array(inputs, "inputs") if inputs is not None else None
+        run = compile_file(source, out_dir or Path("runs") / source.stem, cfg, images, force=force)
+        stored = np.load(run.verify_dir / "inputs.npy")
+
+        def step_compile(cfg, run):
+            """Compile the QONNX file, verifying on the stored inputs."""
+            return compile_run(cfg, run, stored)
+
+        summary = run_steps(cfg, run, [step_compile])
     _print_summary(run.root, summary)
 
 

@@ -10,12 +10,13 @@ reproduce its tensor at the other boundary (the integer accumulators, or the lab
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from bnnflow.errors import VerificationError
+from bnnflow.errors import DataError, VerificationError
 from bnnflow.hw.boards import get_board
 from bnnflow.hw.convert import to_dataflow
 from bnnflow.hw.estimates import estimate
@@ -103,8 +104,12 @@ def plot_estimates(estimates: dict[str, Any], path) -> None:
     plt.close(fig)
 
 
-def compile_run(cfg: Config, run: RunDir) -> dict[str, Any]:
-    """The compile step of a run: writes streamlined.onnx, dataflow.onnx and compile/estimates.{json,png}."""
+def compile_run(cfg: Config, run: RunDir, images: np.ndarray | None = None) -> dict[str, Any]:
+    """The compile step of a run: writes streamlined.onnx, dataflow.onnx and compile/estimates.{json,png}.
+
+    Verification uses ``images`` when given (a model compiled from a file has no data set), else the run's test
+    split, cut to ``compile.verify_samples``.
+    """
     model = load_model(run.qonnx, "export")
     streamlined, dataflow, estimates = compile_model(model, cfg.compile)
     save_model(streamlined, run.streamlined)
@@ -123,11 +128,12 @@ def compile_run(cfg: Config, run: RunDir) -> dict[str, Any]:
     }
     if not cfg.compile.verify:
         return figures
-    images, _ = stack(load_data(cfg.data).test)
+    if images is None:
+        images = stack(load_data(cfg.data).test)[0].numpy()
     if cfg.compile.verify_samples:
         images = images[: cfg.compile.verify_samples]
-    out.info(f"verifying model.qonnx == streamlined.onnx == dataflow.onnx on {len(images)} test samples")
-    comparison, arrays = verify_compile(model, streamlined, dataflow, images.numpy())
+    out.info(f"verifying model.qonnx == streamlined.onnx == dataflow.onnx on {len(images)} samples")
+    comparison, arrays = verify_compile(model, streamlined, dataflow, images)
     figures.update(comparison)
     run.verify_dir.mkdir(exist_ok=True)
     with atomic_path(run.verify_dir / "compile.npz") as tmp:
@@ -139,3 +145,30 @@ def compile_run(cfg: Config, run: RunDir) -> dict[str, Any]:
             f"dataflow outputs of {len(images)} differ from the level before; arrays in {run.verify_dir / 'compile.npz'}"
         )
     return figures
+
+
+def compile_file(source: Path, root: Path, cfg: Config, images: np.ndarray | None, force: bool = False) -> RunDir:
+    """Start a run directory from a QONNX file made elsewhere (a Brevitas export), ready for ``compile_run``.
+
+    The model is cleaned with qonnx's ``cleanup_model`` and written as ``model.qonnx``. Without ``images``,
+    verification draws ``compile.verify_samples`` (at most 256) uniform random inputs in [0, 1), seeded, in the
+    model's input shape; they are kept in ``verify/inputs.npy``.
+    """
+    from qonnx.util.cleanup import cleanup_model
+
+    from bnnflow.pipeline.steps import prepare_run
+
+    model = cleanup_model(load_model(source, "export"))
+    shape = model.get_tensor_shape(model.graph.input[0].name)[1:]
+    if images is None:
+        count = min(cfg.compile.verify_samples or 256, 256)
+        images = np.random.default_rng(0).random((count, *shape), dtype=np.float32)
+    elif tuple(images.shape[1:]) != tuple(shape):
+        raise DataError(f"inputs have shape {images.shape}, but {source} takes (N, {', '.join(map(str, shape))})")
+    run = prepare_run(cfg, root, force=force)
+    save_model(model, run.qonnx)
+    run.verify_dir.mkdir(exist_ok=True)
+    with atomic_path(run.verify_dir / "inputs.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, images.astype(np.float32))
+    return run

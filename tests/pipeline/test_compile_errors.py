@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import brevitas.nn as qnn
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -85,3 +86,25 @@ def test_compile_unknown_board_lists_boards(cli, tmp_path: Path) -> None:
     run.write_config(Config())
     result = cli("compile", str(run.root), "--board", "de10-nano")
     assert result.returncode == 2 and "ulx3s" in result.stderr and "icebreaker" in result.stderr
+
+
+def test_compile_qonnx_file_from_elsewhere(cli, tmp_path: Path) -> None:
+    """A Brevitas bnn_pynq export compiled straight from its file, verified on seeded random inputs."""
+    import json
+
+    from brevitas_examples.bnn_pynq.models import model_with_cfg
+
+    torch.manual_seed(0)
+    model, _ = model_with_cfg("TFC_1W1A", pretrained=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_model(export_model(model.eval(), (1, 28, 28)), tmp_path / "tfc.onnx")
+    result = cli("compile", str(tmp_path / "tfc.onnx"), "--out", "tfc", "--board", "pynq-z1")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "tfc" / "summary.json").read_text())["stages"]["compile"]
+    assert summary["verified_samples"] == 256 and summary["dataflow_mismatches"] == 0
+    assert cli("simulate", str(tmp_path / "tfc")).returncode == 0
+    np.save(tmp_path / "x.npy", np.zeros((4, 3, 32, 32), dtype=np.float32))
+    bad = cli("compile", str(tmp_path / "tfc.onnx"), "--out", "tfc2", "--inputs", str(tmp_path / "x.npy"))
+    assert bad.returncode == 2 and "takes (N, 1, 28, 28)" in bad.stderr
+    assert not (tmp_path / "tfc2").exists()
