@@ -90,6 +90,11 @@ def _check_result(model: ModelWrapper) -> None:
                                         "thresholds; it must sit between a binary layer and its quantizer")
         if node.op_type in ("MatMul", "XnorPopcountMatMul"):
             dtypes = [model.get_tensor_datatype(name) for name in node.input]
+            if node.op_type == "MatMul" and dtypes[0].name == "BIPOLAR":
+                raise UnsupportedGraphError(
+                    f"node {node.name} (MatMul) multiplies binary activations by {dtypes[1].name} weights; after "
+                    "the input layer the hardware takes binary weights only: set weight_bits=1"
+                )
             if not all(dt.is_integer() for dt in dtypes):
                 raise UnsupportedGraphError(
                     f"node {node.name} ({node.op_type}) multiplies non-integer values ({dtypes[0].name} input, "

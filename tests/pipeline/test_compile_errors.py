@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnnflow.models.quantizers import BinaryActQuant, BinaryWeightQuant, InputQuant
+from bnnflow.models.quantizers import BinaryActQuant, BinaryWeightQuant, InputQuant, IntWeightQuant
 from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.export import export_model
 from bnnflow.pipeline.onnx_files import save_model
@@ -36,6 +36,8 @@ BAD_NETWORKS = [
     (lambda: _net(nn.ReLU()), "Relu", "not supported"),
     (lambda: _net(), "MatMul", "float activation between binary layers"),
     (lambda: _net(_sign(), nn.Linear(32, 32, bias=False), nn.BatchNorm1d(32), _sign()), "MatMul", "FLOAT32 weights"),
+    (lambda: _net(_sign(), qnn.QuantLinear(32, 32, bias=False, weight_quant=IntWeightQuant, weight_bit_width=2),
+                  nn.BatchNorm1d(32), _sign()), "MatMul", "set weight_bits=1"),
 ]
 
 
@@ -50,7 +52,8 @@ def _run_with(tmp_path: Path, network: nn.Module) -> RunDir:
     return run
 
 
-@pytest.mark.parametrize("make,op,fix", BAD_NETWORKS, ids=["relu", "float-activation", "float-weights"])
+@pytest.mark.parametrize("make,op,fix", BAD_NETWORKS,
+                         ids=["relu", "float-activation", "float-weights", "multi-bit-hidden-weights"])
 def test_compile_refuses_unsupported_graph(cli, tmp_path: Path, make, op: str, fix: str) -> None:
     run = _run_with(tmp_path, make())
     result = cli("compile", str(run.root))
