@@ -40,14 +40,17 @@ def load_library() -> ctypes.CDLL | None:
         compiler = os.environ.get("CC", "cc")
         if shutil.which(compiler) is None:
             return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built = Path(tmp) / target.name
-            flags = ["-O3", "-march=native", "-shared", "-fPIC"]
-            result = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
-            if result.returncode != 0:
-                return None
-            os.replace(built, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # build beside, then rename: atomic
+                built = Path(tmp) / target.name
+                flags = ["-O3", "-march=native", "-shared", "-fPIC"]
+                result = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(built)], capture_output=True)
+                if result.returncode != 0:
+                    return None
+                os.replace(built, target)
+        except OSError:  # an unwritable cache: fall back to numpy rather than fail
+            return None
     library = ctypes.CDLL(str(target))
     library.xnor_popcount_gemm.restype = None
     library.xnor_popcount_gemm.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,

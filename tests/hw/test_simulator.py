@@ -116,3 +116,21 @@ def test_simulator_refuses_non_dataflow_graph(run_dir: Path) -> None:
     sim = Simulator(load_model(run_dir / "dataflow.onnx", "compile"))
     with pytest.raises(DataError, match="shape"):
         sim.run(np.zeros((2, 65)))
+
+
+def test_numpy_fallback_equals_c_kernel(monkeypatch) -> None:
+    """Without a C compiler the simulator falls back to numpy's bitwise_count, with the same results."""
+    from bnnflow.hw import native
+
+    rng = np.random.default_rng(7)
+    bits_x, bits_w = rng.integers(0, 2, (37, 150)), rng.integers(0, 2, (11, 150))
+    x, w = pack_bits(bits_x), pack_bits(bits_w)
+    assert native.load_library() is not None, "this machine has a C compiler; the kernel must build"
+    fast = native.xnor_popcount_gemm(x, w, 150)
+    monkeypatch.setattr(native, "load_library", lambda: None)
+    slow = native.xnor_popcount_gemm(x, w, 150)
+    expected = (bits_x[:, None, :] == bits_w[None, :, :]).sum(axis=-1)
+    np.testing.assert_array_equal(fast, expected)
+    np.testing.assert_array_equal(slow, expected)
+    codes, weights = rng.integers(0, 256, (9, 20)), rng.integers(-1, 2, (20, 4))
+    np.testing.assert_array_equal(native.int_gemm(codes, weights), codes @ weights)
