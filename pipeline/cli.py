@@ -211,12 +211,15 @@ def simulate(
     record: Annotated[Optional[Path], typer.Option(help="Write golden vectors (inputs.npy, expected.npy) here.")] = None,
     golden: Annotated[Optional[Path], typer.Option(help="Check against golden vectors written by --record.")] = None,
     batch: Annotated[int, typer.Option(help="Frames per simulator call.")] = 256,
+    clock_mhz: Annotated[Optional[float], typer.Option(help="Clock for the timing line [default: the run's, "
+                                                       "or 100 MHz for a bare dataflow.onnx].")] = None,
 ) -> None:
     """Simulate the accelerator bit-exactly; exit 0 when every output matches, 4 with a short diff when not.
 
     With a run directory and no inputs, runs the run's simulate step (simulator vs qonnx, timing report).
     """
     from bnnflow.errors import ConfigError, VerificationError
+    from bnnflow.hw.estimates import timing
     from bnnflow.hw.simulator import Simulator, compare, describe_mismatch
     from bnnflow.pipeline import simulate as sim
     from bnnflow.pipeline.onnx_files import load_model
@@ -246,6 +249,16 @@ def simulate(
         expected = sim.load_array(expect, "expected outputs")
     dataflow = load_model(RunDir(target).dataflow if is_run else target, "compile")
     got = Simulator(dataflow).run(frames, batch)
+    if clock_mhz is None:
+        clock_mhz = 100.0
+        if is_run:
+            from bnnflow.pipeline.compile.stage import clock_of
+
+            clock_mhz = clock_of(RunDir(target).read_config().compile)
+    t = timing(dataflow, clock_mhz)
+    out.info(f"timing at {clock_mhz:g} MHz: {t['frames_per_second']:,.0f} frames/s, initiation interval "
+             f"{t['initiation_interval_cycles']} cycles, latency {t['latency_cycles']} cycles, bounded by "
+             f"{t['bottleneck']}")
     if out_file is not None:
         sim.save_array(out_file, got)
     if record is not None:

@@ -19,7 +19,7 @@ class Output:
 
     def __init__(self) -> None:
         self.quiet = False
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line
 
     def info(self, message: str) -> None:
         if not self.quiet:

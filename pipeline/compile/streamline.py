@@ -74,6 +74,20 @@ def _check_padding(model: ModelWrapper) -> None:
                 )
 
 
+def _complete_conv_attributes(model: ModelWrapper) -> None:
+    """Write out ONNX's defaults for Conv attributes that qonnx's lowering reads without a default."""
+    from onnx import helper
+
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        rank = len(get_by_name(node.attribute, "kernel_shape").ints)
+        defaults = {"group": 1, "dilations": [1] * rank, "strides": [1] * rank, "pads": [0] * (2 * rank)}
+        for name, value in defaults.items():
+            if get_by_name(node.attribute, name) is None:
+                node.attribute.append(helper.make_attribute(name, value))
+
+
 def _move_downstream(model: ModelWrapper) -> ModelWrapper:
     """Alternate the two movers until neither changes the graph."""
     while True:
@@ -112,6 +126,7 @@ def streamline_model(model: ModelWrapper) -> ModelWrapper:
     model = _infer(model.transform(ConvertBipolarQuantToThreshold()))
     _check_quantizers(model)
     model = model.transform(BatchNormToScaleShift())
+    _complete_conv_attributes(model)
     model = _infer(model.transform(LowerConvsToMatMul()))
     _check_padding(model)
     model = _infer(_move_downstream(model))

@@ -52,8 +52,10 @@ def test_cli_record_then_check_golden(cli, run_dir: Path, tmp_path: Path) -> Non
     first = cli("simulate", str(run_dir), "--split", "test", "--record", str(golden))
     assert first.returncode == 0, first.stderr
     assert np.load(golden / "inputs.npy").shape[0] == 360
-    again = cli("simulate", str(run_dir / "dataflow.onnx"), "--golden", str(golden), "--out", str(tmp_path / "y.npy"))
+    again = cli("simulate", str(run_dir / "dataflow.onnx"), "--golden", str(golden), "--out", str(tmp_path / "y.npy"),
+                "--clock-mhz", "50")
     assert again.returncode == 0, again.stderr
+    assert "timing at 50 MHz:" in again.stderr and "bounded by " in again.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.load(golden / "expected.npy"))
 
 
