@@ -13,14 +13,12 @@ import itertools
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
-from qonnx.core.datatype import DataType
+from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
-from qonnx.transformation.infer_shapes import InferShapes
-from qonnx.util.basic import qonnx_make_model
 
 from bnnflow.pipeline.compile.absorb_affine_into_threshold import AbsorbAffineIntoThreshold
+from tests.pipeline.compile.conftest import make_model, run_graph
 
 QONNX = "qonnx.custom_op.general"
 
@@ -43,19 +41,6 @@ BIPOLAR_CHANNELS = [
     (2.0, -3.0),    # acc >= 1.5 -> 2 (ceil of a non-integer threshold), no tie
     (-3.0, 3.0),    # acc <= 1, tie at 1 unreachable (acc is even)
 ]
-
-
-def _model(nodes, in_shape, out_shape, initializers, dtypes) -> ModelWrapper:
-    graph = helper.make_graph(nodes, "absorb_affine_test",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
-    model = ModelWrapper(qonnx_make_model(graph, producer_name="bnnflow-test"))
-    for name, value in initializers.items():
-        model.set_initializer(name, np.asarray(value, dtype=np.float32))
-    model = model.transform(InferShapes())
-    for name, dtype in dtypes.items():
-        model.set_tensor_datatype(name, DataType[dtype])
-    return model
 
 
 def _threshold_node(inp: str, thresholds_name: str = "thr", out_dtype: str = "BIPOLAR", **layout):
@@ -81,11 +66,7 @@ def _affine_layer(weights, a, b, in_dtype, w_dtype, in_shape, producer="MatMul",
         prev = f"pre{i}"
     nodes += [helper.make_node("Mul", [prev, "a"], ["scaled"]), helper.make_node("Add", ["scaled", "b"], ["shifted"]),
               _threshold_node("shifted", out_dtype=out_dtype, **layout)]
-    return _model(nodes, list(in_shape), out_shape, inits, {"x": in_dtype, "w": w_dtype})
-
-
-def _run(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
-    return execute_onnx(model, {"x": x})["y"]
+    return make_model(nodes, list(in_shape), out_shape, inits, dtypes={"x": in_dtype, "w": w_dtype})
 
 
 def _run_acc(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
@@ -131,13 +112,13 @@ def test_bipolar_matmul_exact_on_every_input():
     w = _bipolar_weights(k, len(a), seed=0)
     model = _affine_layer(w, a, b, "BIPOLAR", "BIPOLAR", [2 ** k, k])
     x = _all_bipolar(k)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     acc = _run_acc(model, x)
 
     new, thresholds, w_new = _absorbed(model)
 
     assert _op_types(new) == ["MatMul", "MultiThreshold"]
-    got = _run(new, x)
+    got = run_graph(new, x)
     assert np.array_equal(got, expected)
     # The reference, in exact arithmetic: +1 where A * acc + B >= 0.
     assert np.array_equal(got, np.where(a * acc.astype(np.float64) + b >= 0, 1.0, -1.0))
@@ -173,9 +154,9 @@ def test_bipolar_matmul_random_larger_layer():
     b = (2 * rng.integers(-10, 11, size=n) * np.abs(np.where(a == 0, 1, a))).astype(np.float32)
     model = _affine_layer(w, a, b, "BIPOLAR", "BIPOLAR", [500, k])
     x = rng.choice([-1.0, 1.0], size=(500, k)).astype(np.float32)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     new, thresholds, w_new = _absorbed(model)
-    assert np.array_equal(_run(new, x), expected)
+    assert np.array_equal(run_graph(new, x), expected)
     lo, hi = _reachable_range(w_new, -1, 1)
     assert np.all(thresholds[:, 0] >= lo) and np.all(thresholds[:, 0] <= hi + 1)
 
@@ -206,12 +187,12 @@ def test_uint8_matmul_exact_on_every_input_pair():
     w = _uint8_weights(len(a))
     x = np.asarray(list(itertools.product(range(256), repeat=2)), dtype=np.float32)  # all 65536 input pairs
     model = _affine_layer(w, a, b, "UINT8", "BIPOLAR", list(x.shape))
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     acc = _run_acc(model, x)
 
     new, thresholds, w_new = _absorbed(model)
 
-    got = _run(new, x)
+    got = run_graph(new, x)
     assert np.array_equal(got, expected)
     assert np.array_equal(got, np.where(a * acc.astype(np.float64) + b >= 0, 1.0, -1.0))
     assert new.get_tensor_datatype(new.graph.node[0].output[0]).is_integer()
@@ -234,9 +215,9 @@ def test_uint8_matmul_random_inputs():
     b = rng.integers(-2000, 2000, size=n).astype(np.float32)
     x = rng.integers(0, 256, size=(400, k)).astype(np.float32)
     model = _affine_layer(w, a, b, "UINT8", "BIPOLAR", list(x.shape))
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     new, thresholds, w_new = _absorbed(model)
-    assert np.array_equal(_run(new, x), expected)
+    assert np.array_equal(run_graph(new, x), expected)
     lo, hi = _reachable_range(w_new, 0, 255)
     assert np.all(thresholds[:, 0] >= lo) and np.all(thresholds[:, 0] <= hi + 1)
 
@@ -250,13 +231,13 @@ def test_multi_step_thresholds_with_mixed_slopes():
     w = _bipolar_weights(k, len(a), seed=5)
     model = _affine_layer(w, a, b, "BIPOLAR", "BIPOLAR", [2 ** k, k], thresholds=thresholds, out_dtype="UINT2")
     x = _all_bipolar(k)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     new, moved, w_new = _absorbed(model)
     assert moved.shape == (len(a), 3)
     assert np.all(np.diff(moved, axis=1) >= 0), "each channel's thresholds stay ascending"
     lo, hi = _reachable_range(w_new, -1, 1)
     assert np.all(moved >= lo[:, None]) and np.all(moved <= hi[:, None] + 1)
-    assert np.array_equal(_run(new, x), expected)
+    assert np.array_equal(run_graph(new, x), expected)
     assert len(np.unique(expected)) > 2
 
 
@@ -269,10 +250,10 @@ def test_chain_of_mul_sub_div_add():
     b = np.asarray([-1.5, 0.25, 0.0, -1.0], dtype=np.float32)
     model = _affine_layer(w, a, b, "BIPOLAR", "BIPOLAR", [2 ** k, k], prefix=prefix)
     x = _all_bipolar(k)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     new, thresholds, _ = _absorbed(model)
     assert _op_types(new) == ["MatMul", "MultiThreshold"]
-    assert np.array_equal(_run(new, x), expected)
+    assert np.array_equal(run_graph(new, x), expected)
 
 
 @pytest.mark.parametrize("k", [5, 6])
@@ -283,17 +264,17 @@ def test_xnor_popcount_with_bipolar_correction(k):
     nodes = [helper.make_node("XnorPopcountMatMul", ["x", "w"], ["acc"], domain=QONNX),
              helper.make_node("Mul", ["acc", "two"], ["m"]), helper.make_node("Add", ["m", "minus_k"], ["s"]),
              _threshold_node("s")]
-    model = _model(nodes, [2 ** k, k], [2 ** k, n], {"w": w, "two": np.float32(2.0), "minus_k": np.float32(-k),
+    model = make_model(nodes, [2 ** k, k], [2 ** k, n], {"w": w, "two": np.float32(2.0), "minus_k": np.float32(-k),
                                                      "thr": np.zeros((1, 1))},
-                   {"x": "BINARY", "w": "BINARY"})
+                   dtypes={"x": "BINARY", "w": "BINARY"})
     x = _all_binary(k)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     acc = _run_acc(model, x)
     new, thresholds, w_new = _absorbed(model)
     assert _op_types(new) == ["XnorPopcountMatMul", "MultiThreshold"]
     assert np.array_equal(w_new, w)
     assert np.all(thresholds == np.ceil(k / 2))
-    got = _run(new, x)
+    got = run_graph(new, x)
     assert np.array_equal(got, expected)
     if k % 2 == 0:  # p = K / 2 gives a bipolar dot product of exactly 0, which fires
         assert np.all(got[acc == k // 2] == 1.0)
@@ -308,14 +289,14 @@ def test_xnor_popcount_per_channel_all_signs_exhaustive():
              helper.make_node("Mul", ["acc", "two"], ["m"]), helper.make_node("Add", ["m", "minus_k"], ["s"]),
              helper.make_node("Mul", ["s", "a"], ["sa"]), helper.make_node("Add", ["sa", "b"], ["sb"]),
              _threshold_node("sb")]
-    model = _model(nodes, [2 ** k, k], [2 ** k, len(a)],
+    model = make_model(nodes, [2 ** k, k], [2 ** k, len(a)],
                    {"w": w, "two": np.float32(2.0), "minus_k": np.float32(-k), "a": a, "b": b, "thr": np.zeros((1, 1))},
-                   {"x": "BINARY", "w": "BINARY"})
+                   dtypes={"x": "BINARY", "w": "BINARY"})
     x = _all_binary(k)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     dot = 2.0 * _run_acc(model, x).astype(np.float64) - k
     new, thresholds, w_new = _absorbed(model)
-    got = _run(new, x)
+    got = run_graph(new, x)
     assert np.array_equal(got, expected)
     assert np.array_equal(got, np.where(a * dot + b >= 0, 1.0, -1.0))
     negative = a < 0
@@ -342,13 +323,13 @@ def test_xnor_popcount_random_inputs():
              helper.make_node("Mul", ["acc", "two"], ["m"]), helper.make_node("Add", ["m", "minus_k"], ["s"]),
              helper.make_node("Mul", ["s", "a"], ["sa"]), helper.make_node("Add", ["sa", "b"], ["sb"]),
              _threshold_node("sb")]
-    model = _model(nodes, [300, k], [300, n],
+    model = make_model(nodes, [300, k], [300, n],
                    {"w": w, "two": np.float32(2.0), "minus_k": np.float32(-k), "a": a, "b": b, "thr": np.zeros((1, 1))},
-                   {"x": "BINARY", "w": "BINARY"})
+                   dtypes={"x": "BINARY", "w": "BINARY"})
     x = rng.integers(0, 2, size=(300, k)).astype(np.float32)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     new, thresholds, _ = _absorbed(model)
-    assert np.array_equal(_run(new, x), expected)
+    assert np.array_equal(run_graph(new, x), expected)
     assert np.all(thresholds >= 0) and np.all(thresholds <= k + 1)
 
 
@@ -361,9 +342,9 @@ def test_nhwc_feature_map_with_layout():
     b = np.asarray([-2.0, 0.0, 0.0, 1.0, 1.0], dtype=np.float32)
     model = _affine_layer(w, a, b, "BIPOLAR", "BIPOLAR", [2, 4, 4, k], data_layout="NHWC")
     x = rng.choice([-1.0, 1.0], size=(2, 4, 4, k)).astype(np.float32)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     new, thresholds, _ = _absorbed(model)
-    assert np.array_equal(_run(new, x), expected)
+    assert np.array_equal(run_graph(new, x), expected)
 
 
 def test_nchw_rank4_threshold_is_left_alone():
@@ -394,7 +375,8 @@ def test_chain_not_ending_in_threshold_is_left_alone():
     w = _bipolar_weights(6, 3, seed=15)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["acc"]), helper.make_node("Mul", ["acc", "a"], ["m"]),
              helper.make_node("Relu", ["m"], ["y"])]
-    model = _model(nodes, [4, 6], [4, 3], {"w": w, "a": np.float32(-1.0)}, {"x": "BIPOLAR", "w": "BIPOLAR"})
+    model = make_model(nodes, [4, 6], [4, 3], {"w": w, "a": np.float32(-1.0)},
+                       dtypes={"x": "BIPOLAR", "w": "BIPOLAR"})
     new = model.transform(AbsorbAffineIntoThreshold())
     assert _op_types(new) == ["MatMul", "Mul", "Relu"]
     assert np.array_equal(new.get_initializer("w"), w)

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.core.onnx_exec import execute_onnx
 from qonnx.custom_op.registry import getCustomOp
-from qonnx.transformation.infer_shapes import InferShapes
-from qonnx.util.basic import qonnx_make_model
 
 from bnnflow.pipeline.compile.convert_bipolar_quant_to_threshold import ConvertBipolarQuantToThreshold
+from tests.pipeline.compile.conftest import make_model, run_graph
 
 QONNX = "qonnx.custom_op.general"
-
-
-def _model(nodes, in_shape, out_shape, initializers) -> ModelWrapper:
-    graph = helper.make_graph(nodes, "bipolar_quant_test",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
-    model = ModelWrapper(qonnx_make_model(graph, producer_name="bnnflow-test"))
-    for name, value in initializers.items():
-        model.set_initializer(name, np.asarray(value, dtype=np.float32))
-    return model.transform(InferShapes())
-
-
-def _run(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
-    return execute_onnx(model, {"x": x})["y"]
 
 
 def _inputs_with_zeros(shape, seed) -> np.ndarray:
@@ -53,10 +37,10 @@ SHAPES = [[4, 7], [2, 3, 4, 4]]
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["rank2", "rank4"])
 def test_unit_scale_becomes_single_threshold_and_keeps_sign_of_zero(shape):
-    model = _model([helper.make_node("BipolarQuant", ["x", "scale"], ["y"], domain=QONNX)], shape, shape,
+    model = make_model([helper.make_node("BipolarQuant", ["x", "scale"], ["y"], domain=QONNX)], shape, shape,
                    {"scale": np.float32(1.0)})
     x = _inputs_with_zeros(shape, seed=0)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
 
     converted = model.transform(ConvertBipolarQuantToThreshold())
 
@@ -68,7 +52,7 @@ def test_unit_scale_becomes_single_threshold_and_keeps_sign_of_zero(shape):
     assert inst.get_nodeattr("out_bias") == -1.0
     assert np.array_equal(converted.get_initializer(node.input[1]), np.zeros((1, 1), dtype=np.float32))
     assert converted.get_tensor_datatype("y") == DataType["BIPOLAR"]
-    got = _run(converted, x)
+    got = run_graph(converted, x)
     assert np.array_equal(got, expected)
     # sign(0) = +1 for both zeros, and values are exactly {-1, +1}.
     assert np.all(got[x == 0] == 1.0)
@@ -80,10 +64,10 @@ def test_unit_scale_becomes_single_threshold_and_keeps_sign_of_zero(shape):
                          ids=["half", "three", "per_channel"])
 def test_non_unit_scale_gives_trailing_mul(scale):
     shape = [2, 3, 4, 4]
-    model = _model([helper.make_node("BipolarQuant", ["x", "scale"], ["y"], domain=QONNX)], shape, shape,
+    model = make_model([helper.make_node("BipolarQuant", ["x", "scale"], ["y"], domain=QONNX)], shape, shape,
                    {"scale": scale})
     x = _inputs_with_zeros(shape, seed=1)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
 
     converted = model.transform(ConvertBipolarQuantToThreshold())
 
@@ -93,7 +77,7 @@ def test_non_unit_scale_gives_trailing_mul(scale):
     assert mul.output[0] == "y"
     assert converted.get_tensor_datatype(thresh.output[0]) == DataType["BIPOLAR"]
     assert np.array_equal(converted.get_initializer(mul.input[1]), scale)
-    assert np.array_equal(_run(converted, x), expected)
+    assert np.array_equal(run_graph(converted, x), expected)
 
 
 def test_mid_graph_quantizer_keeps_wiring():
@@ -103,21 +87,21 @@ def test_mid_graph_quantizer_keeps_wiring():
         helper.make_node("BipolarQuant", ["x_scaled", "scale"], ["x_q"], domain=QONNX),
         helper.make_node("MatMul", ["x_q", "w"], ["y"]),
     ]
-    model = _model(nodes, [5, 8], [5, 3], {"c": np.float32(-2.0), "scale": np.float32(0.5),
+    model = make_model(nodes, [5, 8], [5, 3], {"c": np.float32(-2.0), "scale": np.float32(0.5),
                                            "w": rng.integers(-3, 4, size=(8, 3))})
     x = _inputs_with_zeros([5, 8], seed=3)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     converted = model.transform(ConvertBipolarQuantToThreshold())
     assert _op_types(converted) == ["Mul", "MultiThreshold", "Mul", "MatMul"]
     assert "BipolarQuant" not in _op_types(converted)
-    assert np.array_equal(_run(converted, x), expected)
+    assert np.array_equal(run_graph(converted, x), expected)
 
 
 def test_bipolar_quant_on_constant_is_not_converted():
     rng = np.random.default_rng(4)
     nodes = [helper.make_node("BipolarQuant", ["w_float", "scale"], ["w_q"], domain=QONNX),
              helper.make_node("MatMul", ["x", "w_q"], ["y"])]
-    model = _model(nodes, [2, 4], [2, 3], {"w_float": rng.standard_normal((4, 3)), "scale": np.float32(1.0)})
+    model = make_model(nodes, [2, 4], [2, 3], {"w_float": rng.standard_normal((4, 3)), "scale": np.float32(1.0)})
     converted = model.transform(ConvertBipolarQuantToThreshold())
     assert _op_types(converted) == ["BipolarQuant", "MatMul"]
 
@@ -129,12 +113,12 @@ def test_two_quantizers_both_converted():
              helper.make_node("BipolarQuant", ["h2", "s2"], ["y"], domain=QONNX)]
     # h is +-1; adding +-1 lands some sums exactly on 0, which must map to +1.
     b = np.asarray([1, -1, 1, -1, 0.5, -0.5], dtype=np.float32)
-    model = _model(nodes, shape, shape, {"s1": np.float32(1.0), "s2": np.float32(1.0), "b": b})
+    model = make_model(nodes, shape, shape, {"s1": np.float32(1.0), "s2": np.float32(1.0), "b": b})
     x = _inputs_with_zeros(shape, seed=5)
-    expected = _run(model, x)
+    expected = run_graph(model, x)
     converted = model.transform(ConvertBipolarQuantToThreshold())
     assert _op_types(converted) == ["MultiThreshold", "Add", "MultiThreshold"]
-    got = _run(converted, x)
+    got = run_graph(converted, x)
     assert np.array_equal(got, expected)
     h = np.where(x >= 0, 1.0, -1.0) + b
     assert np.any(h == 0)
