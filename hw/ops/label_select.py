@@ -1,6 +1,7 @@
 """LabelSelect: the index of the largest class score (top-1 label select, FINN's LabelSelect with K = 1).
 
-Reads ``PE`` scores per cycle (``PE | Labels``): ``Labels / PE`` cycles per frame plus one to emit the index.
+Reads ``PE`` scores per cycle (``PE | Labels``): ``Labels / PE`` cycles per frame; the index leaves through the
+unit's pipeline while the next frame's scores stream in, so emitting it costs no cycle of throughput.
 Ties go to the lower index, as numpy's and PyTorch's argmax do.
 """
 
@@ -32,7 +33,7 @@ class LabelSelect(HWOp):
         return [{"PE": pe} for pe in divisors(self.get_nodeattr("Labels"))]
 
     def get_exp_cycles(self) -> int:
-        return self.get_nodeattr("Labels") // self.get_nodeattr("PE") + 1
+        return self.get_nodeattr("Labels") // self.get_nodeattr("PE")
 
     def lut_estimate(self, lut_inputs: int) -> int:
         bits = self.input_datatype().bitwidth()

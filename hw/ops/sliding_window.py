@@ -1,9 +1,10 @@
 """SlidingWindow: the convolution input generator, turning a channels-last feature map into one patch per
 output pixel for the MVTU that follows (FINN's ConvolutionInputGenerator).
 
-It buffers ``kh`` rows of the input and emits ``OH * OW`` patches of ``kh * kw * C`` values, ``SIMD`` values per
-cycle (``SIMD | C``, and equal to the consuming MVTU's SIMD). Cycles per frame: the emission,
-``OH * OW * kh * kw * C / SIMD``, plus filling the first ``kh - 1`` rows, ``(kh - 1) * W * C / SIMD``.
+It emits ``OH * OW`` patches of ``kh * kw * C`` values, ``SIMD`` values per cycle (``SIMD | C``, and equal to the
+consuming MVTU's SIMD). As the RTL (``hw/rtl/verilog/bnn_swg.v``) builds it, it holds the whole input map in one
+of two banks: the next frame streams in while the current one's patches are read out. Cycles per frame: the
+longer of the two, ``max(H * W * C / SIMD, OH * OW * kh * kw * C / SIMD)``; memory: two maps.
 """
 
 from __future__ import annotations
@@ -52,16 +53,15 @@ class SlidingWindow(HWOp):
         c, simd = self.get_nodeattr("IFMChannels"), self.get_nodeattr("SIMD")
         kh, kw = self.get_nodeattr("ConvKernelDim")
         oh, ow = self.get_nodeattr("OFMDim")
-        w = self.get_nodeattr("IFMDim")[1]
-        return oh * ow * kh * kw * (c // simd) + (kh - 1) * w * (c // simd)
+        h, w = self.get_nodeattr("IFMDim")
+        return max(h * w, oh * ow * kh * kw) * (c // simd)
 
     def memories(self) -> list[Memory]:
-        # The line buffer: kh rows of W pixels, C values of the input width each, read SIMD values at a time.
+        # Two banks of the whole map, C values of the input width per pixel, read SIMD values at a time.
         c, simd = self.get_nodeattr("IFMChannels"), self.get_nodeattr("SIMD")
-        kh, _ = self.get_nodeattr("ConvKernelDim")
-        w = self.get_nodeattr("IFMDim")[1]
+        h, w = self.get_nodeattr("IFMDim")
         bits = self.input_datatype().bitwidth()
-        return [Memory(simd * bits, kh * w * (c // simd))]
+        return [Memory(simd * bits, 2 * h * w * (c // simd))]
 
     def lut_estimate(self, lut_inputs: int) -> int:
         # Address generation (counters over kh, kw, OH, OW, C/SIMD) plus an output multiplexer per lane.

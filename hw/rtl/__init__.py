@@ -1,0 +1,1 @@
+"""The RTL backend: Verilog for a dataflow graph, Verilator cosimulation, and the UART board wrapper."""

@@ -1,0 +1,55 @@
+// bnn_fifo: a small first-word-fall-through FIFO with valid/ready on both sides.
+//
+// Every bnnflow layer writes its results into one of these. A layer issues work only while the FIFO has room
+// for everything already in its pipeline (`count` + the layer's latency < DEPTH), so the layer's pipeline never
+// stalls: back-pressure from downstream stops new work at the layer's input instead. Storage is a register
+// array (LUT RAM on ECP5) read asynchronously; DEPTH is a power of two.
+`default_nettype none
+
+module bnn_fifo #(
+    parameter integer WIDTH = 8,
+    parameter integer DEPTH = 8
+) (
+    input  wire                     clk,
+    input  wire                     rst,
+    input  wire [WIDTH-1:0]         in_data,
+    input  wire                     in_valid,
+    output wire [WIDTH-1:0]         out_data,
+    output wire                     out_valid,
+    input  wire                     out_ready,
+    output reg  [$clog2(DEPTH):0]   count
+);
+    localparam integer AW = $clog2(DEPTH);
+
+    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    reg [AW-1:0] wptr;
+    reg [AW-1:0] rptr;
+
+    wire push = in_valid;  // writers check `count` before issuing work, so a push never finds the FIFO full
+    wire pop = out_valid && out_ready;
+
+    assign out_valid = count != 0;
+    assign out_data = mem[rptr];
+
+    always @(posedge clk) begin
+        if (push) mem[wptr] <= in_data;
+    end
+
+    always @(posedge clk) begin
+        if (rst) begin
+            wptr <= 0;
+            rptr <= 0;
+            count <= 0;
+        end else begin
+            if (push) wptr <= wptr + 1'b1;
+            if (pop) rptr <= rptr + 1'b1;
+            case ({push, pop})
+                2'b10: count <= count + 1'b1;
+                2'b01: count <= count - 1'b1;
+                default: count <= count;
+            endcase
+        end
+    end
+endmodule
+
+`default_nettype wire

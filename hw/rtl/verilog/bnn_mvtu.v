@@ -1,0 +1,245 @@
+// bnn_mvtu: the matrix-vector-threshold unit (one fully connected layer, or a conv layer after a sliding window).
+//
+// Folding: PE output channels and SIMD input elements per cycle; SF = MW/SIMD and NF = MH/PE, so one input vector
+// takes NF*SF cycles (FINN's MVAU schedule). Weights: a ROM of NF*SF words of PE*SIMD*W_BITS bits, word
+// nf*SF + sf holding, in lane p, the weights of output channel nf*PE + p for inputs sf*SIMD .. sf*SIMD+SIMD-1.
+// Thresholds: a ROM of NF words of PE*N_THR*ACC_W bits (lane p, threshold i at [(p*N_THR + i)*ACC_W]).
+//
+// XNOR mode (XNOR=1): inputs and weights are bits, acc = popcount(xnor(x, w)). Otherwise (the multi-bit input
+// layer) acc = sum of x * w with x of IN_BITS (two's complement if IN_SIGNED) and w bipolar (bit 1 = +1,
+// bit 0 = -1) when W_BIPOLAR, else W_BITS two's complement. With N_THR > 0 the output of a channel is the number
+// of thresholds T_i <= acc (an accumulator exactly on a threshold counts); with N_THR = 0 it is acc itself.
+//
+// The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
+// for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
+// Pipeline: issue -> ROM and buffer read -> register -> partial sums -> accumulate -> threshold -> output FIFO.
+`default_nettype none
+
+module bnn_mvtu #(
+    parameter integer MW = 4,
+    parameter integer MH = 4,
+    parameter integer PE = 1,
+    parameter integer SIMD = 1,
+    parameter integer IN_BITS = 1,
+    parameter integer IN_SIGNED = 0,
+    parameter integer W_BITS = 1,
+    parameter integer W_BIPOLAR = 1,
+    parameter integer XNOR = 1,
+    parameter integer ACC_W = 8,
+    parameter integer N_THR = 1,
+    parameter integer OUT_BITS = 1,
+    parameter WEIGHT_FILE = "weights.hex",
+    parameter THRESH_FILE = "thresholds.hex"
+) (
+    input  wire                     clk,
+    input  wire                     rst,
+    input  wire [SIMD*IN_BITS-1:0]  in_data,
+    input  wire                     in_valid,
+    output wire                     in_ready,
+    output wire [PE*OUT_BITS-1:0]   out_data,
+    output wire                     out_valid,
+    input  wire                     out_ready
+);
+    localparam integer SF = MW / SIMD;
+    localparam integer NF = MH / PE;
+    localparam integer IW = SIMD * IN_BITS;
+    localparam integer WW = PE * SIMD * W_BITS;
+    localparam integer NT = N_THR > 0 ? N_THR : 1;
+    localparam integer TW = PE * NT * ACC_W;
+    localparam integer SFW = SF > 1 ? $clog2(SF) : 1;
+    localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
+    localparam integer WAW = SF * NF > 1 ? $clog2(SF * NF) : 1;
+    localparam integer STAGES = 5;  // registers from issue to the FIFO: read, hold, partial, accumulate, output
+    localparam integer DEPTH = 8;
+    localparam integer CW = $clog2(DEPTH) + 1;
+    localparam integer ROOM_I = DEPTH - STAGES;
+    localparam integer SF_LAST_I = SF - 1;
+    localparam integer NF_LAST_I = NF - 1;
+    localparam integer WA_LAST_I = SF * NF - 1;
+    localparam [CW-1:0] ROOM = ROOM_I[CW-1:0];  // issue only while count < ROOM: in-flight results always fit
+    localparam [SFW-1:0] SF_LAST = SF_LAST_I[SFW-1:0];
+    localparam [NFW-1:0] NF_LAST = NF_LAST_I[NFW-1:0];
+    localparam [WAW-1:0] WA_LAST = WA_LAST_I[WAW-1:0];
+    // popcount width in XNOR mode, term width in multi-bit mode
+    localparam integer PCW = $clog2(SIMD + 1) + 1;
+    localparam integer MTW = IN_BITS + W_BITS + 1;
+
+    // ---- input double buffer: bank {wb}, entry wi is written while bank rb is read ----
+    reg [IW-1:0] ibuf [0:2*(1 << SFW)-1];
+    reg [1:0] full;
+    reg wb;
+    reg [SFW-1:0] wi;
+    reg rb;
+    reg [SFW-1:0] sf;
+    reg [NFW-1:0] nf;
+    reg [WAW-1:0] waddr;
+    wire [CW-1:0] count;
+
+    assign in_ready = !full[wb];
+    wire in_fire = in_valid && !full[wb];
+    wire issue = full[rb] && count < ROOM;
+    wire vector_done = issue && sf == SF_LAST && nf == NF_LAST;
+
+    always @(posedge clk) begin
+        if (in_fire) ibuf[{wb, wi}] <= in_data;
+    end
+
+    always @(posedge clk) begin
+        if (rst) begin
+            full <= 2'b00;
+            wb <= 1'b0;
+            wi <= 0;
+            rb <= 1'b0;
+            sf <= 0;
+            nf <= 0;
+            waddr <= 0;
+        end else begin
+            if (in_fire) begin
+                wi <= wi == SF_LAST ? 0 : wi + 1'b1;
+                if (wi == SF_LAST) begin
+                    full[wb] <= 1'b1;
+                    wb <= !wb;
+                end
+            end
+            if (issue) begin
+                sf <= sf == SF_LAST ? 0 : sf + 1'b1;
+                if (sf == SF_LAST) nf <= nf == NF_LAST ? 0 : nf + 1'b1;
+                waddr <= waddr == WA_LAST ? 0 : waddr + 1'b1;
+            end
+            if (vector_done) begin
+                full[rb] <= 1'b0;  // the bank being filled is the other one, so this never races the fill
+                rb <= !rb;
+            end
+        end
+    end
+
+    // ---- stage 1: weight ROM and input buffer reads ----
+    reg [WW-1:0] wrom [0:SF*NF-1];
+    initial $readmemh(WEIGHT_FILE, wrom);
+    reg [WW-1:0] w1;
+    reg [IW-1:0] x1;
+    reg v1, first1, last1;
+    reg [NFW-1:0] nf1;
+    always @(posedge clk) begin
+        w1 <= wrom[waddr];
+        x1 <= ibuf[{rb, sf}];
+        v1 <= issue && !rst;
+        first1 <= sf == 0;
+        last1 <= sf == SF_LAST;
+        nf1 <= nf;
+    end
+
+    // ---- stage 2: hold the ROM output in a register (block RAM output timing) ----
+    reg [WW-1:0] w2;
+    reg [IW-1:0] x2;
+    reg v2, first2, last2;
+    reg [NFW-1:0] nf2;
+    always @(posedge clk) begin
+        w2 <= w1;
+        x2 <= x1;
+        v2 <= v1 && !rst;
+        first2 <= first1;
+        last2 <= last1;
+        nf2 <= nf1;
+    end
+
+    // ---- stage 3: per-PE partial sums over the SIMD lanes ----
+    wire [PE*ACC_W-1:0] part;
+    genvar p, s;
+    generate
+        for (p = 0; p < PE; p = p + 1) begin : g_pe
+            if (XNOR != 0) begin : g_xnor
+                wire [PCW-1:0] pc;
+                bnn_sum_tree #(.N(SIMD), .TW(1), .SIGNED(0), .OW(PCW)) u_pop (
+                    .terms(~(x2 ^ w2[p*SIMD +: SIMD])), .sum(pc));
+                assign part[p*ACC_W +: ACC_W] = {{(ACC_W - PCW){1'b0}}, pc};
+            end else begin : g_int
+                wire [SIMD*MTW-1:0] terms;
+                for (s = 0; s < SIMD; s = s + 1) begin : g_lane
+                    wire [IN_BITS-1:0] xr = x2[s*IN_BITS +: IN_BITS];
+                    wire signed [MTW-1:0] xv = IN_SIGNED != 0 ? $signed({{(MTW - IN_BITS){xr[IN_BITS-1]}}, xr})
+                                                               : $signed({{(MTW - IN_BITS){1'b0}}, xr});
+                    wire [W_BITS-1:0] wr = w2[(p*SIMD + s)*W_BITS +: W_BITS];
+                    if (W_BIPOLAR != 0) begin : g_bipolar
+                        assign terms[s*MTW +: MTW] = wr[0] ? xv : -xv;
+                    end else begin : g_weight
+                        wire signed [MTW-1:0] wv = $signed({{(MTW - W_BITS){wr[W_BITS-1]}}, wr});
+                        assign terms[s*MTW +: MTW] = xv * wv;
+                    end
+                end
+                bnn_sum_tree #(.N(SIMD), .TW(MTW), .SIGNED(1), .OW(ACC_W)) u_sum (
+                    .terms(terms), .sum(part[p*ACC_W +: ACC_W]));
+            end
+        end
+    endgenerate
+
+    reg [PE*ACC_W-1:0] part3;
+    reg v3, first3, last3;
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [NFW-1:0] nf3;  // addresses the thresholds; unused when the layer has none
+    /* verilator lint_on UNUSEDSIGNAL */
+    always @(posedge clk) begin
+        part3 <= part;
+        v3 <= v2 && !rst;
+        first3 <= first2;
+        last3 <= last2;
+        nf3 <= nf2;
+    end
+
+    // ---- stage 4: accumulate; the last fold's sum goes on with its channels' thresholds ----
+    reg [PE*ACC_W-1:0] acc;
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [PE*ACC_W-1:0] fin4;  // without thresholds only the output datatype's low bits leave the unit
+    /* verilator lint_on UNUSEDSIGNAL */
+    reg v4;
+    wire [PE*ACC_W-1:0] acc_next;
+    generate
+        for (p = 0; p < PE; p = p + 1) begin : g_acc
+            assign acc_next[p*ACC_W +: ACC_W] = (first3 ? {ACC_W{1'b0}} : acc[p*ACC_W +: ACC_W]) + part3[p*ACC_W +: ACC_W];
+        end
+    endgenerate
+    always @(posedge clk) begin
+        if (v3) acc <= acc_next;
+        fin4 <= acc_next;
+        v4 <= v3 && last3 && !rst;
+    end
+
+    // ---- stage 5: thresholds (or the accumulator itself) into the output register ----
+    reg [PE*OUT_BITS-1:0] o5;
+    reg v5;
+    wire [PE*OUT_BITS-1:0] result;
+    generate
+        if (N_THR > 0) begin : g_thr
+            reg [TW-1:0] trom [0:NF-1];
+            initial $readmemh(THRESH_FILE, trom);
+            reg [TW-1:0] t4;
+            always @(posedge clk) t4 <= trom[nf3];
+            for (p = 0; p < PE; p = p + 1) begin : g_cmp
+                wire [NT-1:0] hit;
+                for (s = 0; s < NT; s = s + 1) begin : g_t
+                    assign hit[s] = $signed(fin4[p*ACC_W +: ACC_W]) >= $signed(t4[(p*NT + s)*ACC_W +: ACC_W]);
+                end
+                wire [OUT_BITS:0] n;
+                bnn_sum_tree #(.N(NT), .TW(1), .SIGNED(0), .OW(OUT_BITS + 1)) u_count (.terms(hit), .sum(n));
+                assign result[p*OUT_BITS +: OUT_BITS] = n[OUT_BITS-1:0];
+                /* verilator lint_off UNUSEDSIGNAL */
+                wire unused_top = n[OUT_BITS];  // N_THR = 2**OUT_BITS - 1 never reaches it
+                /* verilator lint_on UNUSEDSIGNAL */
+            end
+        end else begin : g_acc_out
+            for (p = 0; p < PE; p = p + 1) begin : g_out
+                assign result[p*OUT_BITS +: OUT_BITS] = fin4[p*ACC_W +: OUT_BITS];
+            end
+        end
+    endgenerate
+    always @(posedge clk) begin
+        o5 <= result;
+        v5 <= v4 && !rst;
+    end
+
+    bnn_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(DEPTH)) u_out (
+        .clk(clk), .rst(rst), .in_data(o5), .in_valid(v5),
+        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
+endmodule
+
+`default_nettype wire
