@@ -7,7 +7,8 @@ Two targets:
   parallel, nothing is changed and the error says the fastest rate any folding reaches.
 - ``fold_for_board``: the fastest pipeline that fits a board. Starting fully folded (PE = SIMD = 1, the
   smallest design), the bottleneck op repeatedly takes the next-faster legal folding while the whole design
-  still fits the board's LUT share and block RAMs; it stops at the first step that would not fit.
+  still fits the board's LUT share and block RAMs; it stops at the first step that would not fit, or once the
+  pipeline reaches an optional frame-rate cap.
 
 A sliding window is folded with the matrix unit it feeds: they must stream the same SIMD lanes, so that unit's
 SIMD is limited to divisors of the window's channel count.
@@ -114,8 +115,8 @@ def fold_for_fps(model: ModelWrapper, target_fps: float, clock_mhz: float, fabri
     return {"mode": "target_fps", "target_fps": target_fps, "met": True}
 
 
-def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float) -> dict[str, Any]:
-    """The fastest folding, stepping up the bottleneck, that fits ``board``."""
+def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap: float = 0.0) -> dict[str, Any]:
+    """The fastest folding, stepping up the bottleneck, that fits ``board`` (and stops at ``fps_cap`` if > 0)."""
     fabric = board.fabric
     units = _units(model)
     lut_budget = int(board.luts * LUT_BUDGET_SHARE)
@@ -131,6 +132,8 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float) -> dict[
     steps = 0
     while True:
         slowest = max(range(len(units)), key=lambda i: costs[i][0])
+        if fps_cap and clock_mhz * 1e6 / costs[slowest][0] >= fps_cap:
+            break
         unit = units[slowest]
         faster = [(unit.cost_of(f, fabric), f) for f in unit.options]
         faster = [(c, f) for c, f in faster if c[0] < costs[slowest][0]]
@@ -146,4 +149,4 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float) -> dict[
     for unit, fold in zip(units, current):
         unit.apply(fold)
     return {"mode": "board", "board": board.name, "lut_budget": lut_budget, "ram_budget": board.ram_blocks,
-            "steps": steps}
+            "fps_cap": fps_cap, "steps": steps}

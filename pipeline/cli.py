@@ -274,6 +274,81 @@ def simulate(
 
 
 @app.command()
+def rtl(run_dir: Annotated[Path, typer.Argument(help="A run directory with dataflow.onnx.")]) -> None:
+    """Write the accelerator's Verilog to RUN/rtl, lint it, and cosimulate it against the simulator.
+
+    Exit 4 when any output of the Verilator model differs from the simulator's.
+    """
+    from bnnflow.pipeline.rundir import RunDir
+    from bnnflow.pipeline.steps import run_steps
+
+    run = RunDir(run_dir)
+    _print_summary(run.root, run_steps(run.read_config(), run, ["rtl"]))
+
+
+@app.command()
+def bitstream(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory whose RTL `bnnflow rtl` wrote.")],
+    board: Annotated[Optional[str], typer.Option(help="Open-toolchain board [default: the run's].")] = None,
+) -> None:
+    """Build a bitstream for an ECP5 or iCE40 board with yosys and nextpnr, into RUN/fpga/BOARD.
+
+    The design is wrapped in a UART bridge with the board's pins and clock, ready for `bnnflow fpga-run`.
+    """
+    from bnnflow.hw.boards import get_board
+    from bnnflow.pipeline.fpga import bitstream_run
+    from bnnflow.pipeline.rundir import RunDir
+    from bnnflow.pipeline.steps import run_steps
+
+    run = RunDir(run_dir)
+    cfg = run.read_config()
+    name = get_board(board or cfg.compile.board).name
+
+    def step_bitstream(cfg, run):
+        """Build the bitstream for the chosen board."""
+        return bitstream_run(cfg, run, name)
+
+    _print_summary(run.root, run_steps(cfg, run, [step_bitstream]))
+
+
+@app.command("fpga-run")
+def fpga_run(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with a bitstream loaded on the board.")],
+    port: Annotated[str, typer.Option(help="The board's serial port.")] = "/dev/ttyUSB0",
+    inputs: Annotated[Optional[Path], typer.Option(help="Accelerator inputs (.npy) [default: the run's cosimulated "
+                                                   "test inputs].")] = None,
+    samples: Annotated[int, typer.Option(help="Send at most this many frames (0 = all).")] = 100,
+    baud: Annotated[Optional[int], typer.Option(help="UART baud rate [default: the run's fpga.baud].")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each frame's answer.")] = 10.0,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the board's outputs here (.npy).")] = None,
+) -> None:
+    """Run frames on a programmed board over its serial port and check them against the simulator (exit 4 if any
+    differs). Program the board first, e.g. `openFPGALoader -b ulx3s RUN/fpga/ulx3s/ulx3s.bit`."""
+    from bnnflow.errors import VerificationError
+    from bnnflow.hw.fpga_run import load_interface, run_on_board
+    from bnnflow.hw.simulator import Simulator, compare, describe_mismatch
+    from bnnflow.pipeline import simulate as sim
+    from bnnflow.pipeline.fpga import cosim_inputs
+    from bnnflow.pipeline.onnx_files import load_model
+    from bnnflow.pipeline.rundir import RunDir
+
+    run = RunDir(run_dir)
+    cfg = run.read_config()
+    interface = load_interface(run.root / "rtl" / "interface.json")
+    simulator = Simulator(load_model(run.dataflow, "compile"))
+    frames = simulator.check_inputs(sim.load_array(inputs, "inputs")) if inputs else cosim_inputs(cfg, run, simulator)
+    if samples:
+        frames = frames[:samples]
+    got = run_on_board(port, interface, frames, baud=baud or cfg.fpga.baud, timeout=timeout)
+    if out_file is not None:
+        sim.save_array(out_file, got)
+    result = compare(simulator.run(frames).reshape(len(frames), -1), got)
+    if result["mismatches"]:
+        raise VerificationError(f"fpga-run: the board disagrees with the simulator: {describe_mismatch(result)}")
+    out.info(f"fpga-run: {describe_mismatch(result)} on {port}")
+
+
+@app.command()
 def boards() -> None:
     """List the boards folding can target, with their FPGA and budgets."""
     from bnnflow.hw.boards import BOARDS

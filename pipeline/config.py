@@ -114,8 +114,11 @@ class ExportConfig:
 class CompileConfig:
     #: board whose LUT and block-RAM budget the folding fits (``bnnflow boards`` lists them)
     board: str = "ulx3s"
-    #: frames/s to reach with the fewest resources (0 = the fastest folding that fits the board)
+    #: frames/s to reach with the fewest resources (0 = the fastest folding that fits the board, up to fps_cap)
     target_fps: float = field(default=0.0, metadata=_range(0.0))
+    #: with target_fps = 0, stop speeding the design up once it reaches this rate (0 = no cap): a design faster
+    #: than the application needs costs LUTs, synthesis time and timing closure
+    fps_cap: float = field(default=250_000.0, metadata=_range(0.0))
     #: clock of the accelerator in MHz (0 = the board's default clock)
     clock_mhz: float = field(default=0.0, metadata=_range(0.0, 2000.0))
     #: end the accelerator with a label select (the class index) instead of the class scores
@@ -126,12 +129,28 @@ class CompileConfig:
     verify_samples: int = field(default=1024, metadata=_range(0))
 
 
+@dataclass(frozen=True)
+class FpgaConfig:
+    #: cosimulate the generated RTL on this many test samples (0 = all that the compile step verified on)
+    cosim_samples: int = field(default=1024, metadata=_range(0))
+    #: during cosimulation, the chance per cycle that the source offers a beat and that the sink takes one
+    #: (random back-pressure; 1 = none)
+    cosim_throughput: float = field(default=0.6, metadata=_range(0.05, 1.0))
+    #: build a bitstream for the board in `bnnflow run` (open-toolchain boards; Xilinx boards go through FINN)
+    bitstream: bool = True
+    #: baud rate of the board's UART wrapper
+    baud: int = field(default=115_200, metadata=_range(1_200, 12_000_000))
+    #: place-and-route seed of nextpnr
+    seed: int = field(default=1, metadata=_range(0))
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "train": TrainConfig,
     "export": ExportConfig,
     "compile": CompileConfig,
+    "fpga": FpgaConfig,
 }
 
 
@@ -144,6 +163,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     compile: CompileConfig = field(default_factory=CompileConfig)
+    fpga: FpgaConfig = field(default_factory=FpgaConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Config":

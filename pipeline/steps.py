@@ -52,9 +52,25 @@ def step_simulate(cfg: Config, run: RunDir) -> dict[str, Any]:
     return simulate_run(cfg, run)
 
 
+def step_rtl(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Generate the Verilog of dataflow.onnx, lint it, and cosimulate it against the simulator under Verilator."""
+    from bnnflow.pipeline.fpga import rtl_run
+
+    return rtl_run(cfg, run)
+
+
+def step_bitstream(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Build the board's bitstream with yosys and nextpnr (open-toolchain boards), unless fpga.bitstream is off."""
+    if not cfg.fpga.bitstream:
+        return {"skipped": "fpga.bitstream is false"}
+    from bnnflow.pipeline.fpga import bitstream_run
+
+    return bitstream_run(cfg, run)
+
+
 STEPS: dict[str, Step] = {"train": step_train, "export": step_export, "compile": step_compile,
-                          "simulate": step_simulate}
-DEFAULT_STEPS: list[str] = ["train", "export", "compile", "simulate"]
+                          "simulate": step_simulate, "rtl": step_rtl, "bitstream": step_bitstream}
+DEFAULT_STEPS: list[str] = ["train", "export", "compile", "simulate", "rtl", "bitstream"]
 
 
 def resolve_steps(names: list[str | Step]) -> list[tuple[str, Step]]:

@@ -6,7 +6,7 @@ this module writes. Consecutive layers are joined by valid/ready streams; where 
 from the next one's input lanes a width converter (``bnn_dwc``) sits between them. The stitched top module is
 ``bnnflow_accel``; ``bnnflow_system`` puts the UART bridge in front of it for a board.
 
-FIFO sizing rule: every layer ends in a small output FIFO (4 or 8 words) and issues work only while that FIFO
+FIFO sizing rule: every layer ends in a small output FIFO (4 to 16 words) and issues work only while that FIFO
 has room for everything in its own pipeline, so back-pressure never stalls a pipeline mid-way. No deeper FIFOs
 are needed between layers because the layers that reuse an input (the MVTU over its NF passes, the sliding
 window over overlapping patches) hold it in a double buffer of their own, so the producer before them keeps
@@ -116,8 +116,9 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
         lo_in, hi_in = float(op.input_datatype().min()), float(op.input_datatype().max())
         low = int(np.minimum(weights * lo_in, weights * hi_in).sum(axis=0).min())
         high = int(np.maximum(weights * lo_in, weights * hi_in).sum(axis=0).max())
-    part_width = (in_bits + w_bits + 1) if not xnor else (int(np.ceil(np.log2(simd + 1))) + 1)
-    acc_w = max(signed_width(low, high + 1), part_width + 1)
+    # bnn_mvtu sums groups of 8 bits (or 4 products) first; its adder trees need ACC_W above a group's width
+    group_width = 5 if xnor else in_bits + w_bits + 4
+    acc_w = max(signed_width(low, high + 1), group_width + 1)
     # word (nf, sf), lane (p, s) holds the weight of input sf*SIMD + s for output channel nf*PE + p
     words = codes.reshape(sf, simd, nf, pe).transpose(2, 0, 3, 1).reshape(nf * sf, pe * simd)
     roms = [_rom(folder, f"{node.name}_weights.hex", words, pe * simd, w_bits, not (xnor or bipolar))]

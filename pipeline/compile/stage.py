@@ -45,7 +45,7 @@ def compile_model(model: ModelWrapper, cfg: CompileConfig) -> tuple[ModelWrapper
     if cfg.target_fps > 0:
         folding = fold_for_fps(dataflow, cfg.target_fps, clock, board.fabric)
     else:
-        folding = fold_for_board(dataflow, board, clock)
+        folding = fold_for_board(dataflow, board, clock, cfg.fps_cap)
     estimates = estimate(dataflow, clock, board.fabric)
     estimates["folding"] = folding
     estimates["board"] = {"name": board.name, "part": board.part, "luts": board.luts, "ram_blocks": board.ram_blocks,

@@ -256,6 +256,17 @@ def test_tfc_fold_for_board_fits(tfc, board_folded, board):
         assert getCustomOp(node).folding() in my_options(model, node)
 
 
+def test_fps_cap_stops_at_the_first_folding_that_reaches_it(tfc, board_folded):
+    board = get_board("ulx3s")
+    uncapped = estimate(board_folded("ulx3s")[0], CLOCK_MHZ, board.fabric)
+    cap = uncapped["frames_per_second"] / 8
+    model = fresh(tfc)
+    result = fold_for_board(model, board, CLOCK_MHZ, fps_cap=cap)
+    capped = estimate(model, CLOCK_MHZ, board.fabric)
+    assert result["fps_cap"] == cap and cap <= capped["frames_per_second"] < uncapped["frames_per_second"]
+    assert capped["luts"] < uncapped["luts"]
+
+
 def test_bigger_board_is_at_least_as_fast(board_folded):
     small = estimate(board_folded("icebreaker")[0], CLOCK_MHZ, get_board("icebreaker").fabric)
     big = estimate(board_folded("ulx3s")[0], CLOCK_MHZ, get_board("ulx3s").fabric)

@@ -12,7 +12,8 @@
 //
 // The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
-// Pipeline: issue -> ROM and buffer read -> register -> partial sums -> accumulate -> threshold -> output FIFO.
+// Pipeline: issue -> ROM and buffer read -> register -> three levels of sums -> accumulate -> threshold ->
+// output FIFO.
 `default_nettype none
 
 module bnn_mvtu #(
@@ -49,8 +50,8 @@ module bnn_mvtu #(
     localparam integer SFW = SF > 1 ? $clog2(SF) : 1;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
     localparam integer WAW = SF * NF > 1 ? $clog2(SF * NF) : 1;
-    localparam integer STAGES = 5;  // registers from issue to the FIFO: read, hold, partial, accumulate, output
-    localparam integer DEPTH = 8;
+    localparam integer STAGES = 7;  // registers from issue to the FIFO: read, hold, 3 sums, accumulate, output
+    localparam integer DEPTH = 16;
     localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer ROOM_I = DEPTH - STAGES;
     localparam integer SF_LAST_I = SF - 1;
@@ -60,9 +61,7 @@ module bnn_mvtu #(
     localparam [SFW-1:0] SF_LAST = SF_LAST_I[SFW-1:0];
     localparam [NFW-1:0] NF_LAST = NF_LAST_I[NFW-1:0];
     localparam [WAW-1:0] WA_LAST = WA_LAST_I[WAW-1:0];
-    // popcount width in XNOR mode, term width in multi-bit mode
-    localparam integer PCW = $clog2(SIMD + 1) + 1;
-    localparam integer MTW = IN_BITS + W_BITS + 1;
+    localparam integer MTW = IN_BITS + W_BITS + 1;  // a product's width in multi-bit mode
 
     // ---- input double buffer: bank {wb}, entry wi is written while bank rb is read ----
     reg [IW-1:0] ibuf [0:2*(1 << SFW)-1];
@@ -143,18 +142,20 @@ module bnn_mvtu #(
         nf2 <= nf1;
     end
 
-    // ---- stage 3: per-PE partial sums over the SIMD lanes ----
-    wire [PE*ACC_W-1:0] part;
-    genvar p, s;
+    // ---- stages 3-5: per-PE sums of groups of CH lanes, of groups of 8 groups, and of those ----
+    // Short adder trees with registers between them instead of one deep tree, so that a wide SIMD still closes
+    // timing: a group of 8 bits (or 4 multi-bit products) is a few LUT levels deep.
+    localparam integer CH = XNOR != 0 ? 8 : 4;
+    localparam integer NCH = (SIMD + CH - 1) / CH;
+    localparam integer GW = XNOR != 0 ? $clog2(CH + 1) + 1 : MTW + $clog2(CH) + 1;
+    wire [PE*NCH*GW-1:0] grp;
+    genvar p, s, k;
     generate
         for (p = 0; p < PE; p = p + 1) begin : g_pe
+            wire [SIMD*(XNOR != 0 ? 1 : MTW)-1:0] terms;
             if (XNOR != 0) begin : g_xnor
-                wire [PCW-1:0] pc;
-                bnn_sum_tree #(.N(SIMD), .TW(1), .SIGNED(0), .OW(PCW)) u_pop (
-                    .terms(~(x2 ^ w2[p*SIMD +: SIMD])), .sum(pc));
-                assign part[p*ACC_W +: ACC_W] = {{(ACC_W - PCW){1'b0}}, pc};
+                assign terms = ~(x2 ^ w2[p*SIMD +: SIMD]);
             end else begin : g_int
-                wire [SIMD*MTW-1:0] terms;
                 for (s = 0; s < SIMD; s = s + 1) begin : g_lane
                     wire [IN_BITS-1:0] xr = x2[s*IN_BITS +: IN_BITS];
                     wire signed [MTW-1:0] xv = IN_SIGNED != 0 ? $signed({{(MTW - IN_BITS){xr[IN_BITS-1]}}, xr})
@@ -167,9 +168,62 @@ module bnn_mvtu #(
                         assign terms[s*MTW +: MTW] = xv * wv;
                     end
                 end
-                bnn_sum_tree #(.N(SIMD), .TW(MTW), .SIGNED(1), .OW(ACC_W)) u_sum (
-                    .terms(terms), .sum(part[p*ACC_W +: ACC_W]));
             end
+            for (k = 0; k < NCH; k = k + 1) begin : g_group
+                localparam integer NK = SIMD - k*CH < CH ? SIMD - k*CH : CH;
+                localparam integer TWK = XNOR != 0 ? 1 : MTW;
+                bnn_sum_tree #(.N(NK), .TW(TWK), .SIGNED(XNOR != 0 ? 0 : 1), .OW(GW)) u_group (
+                    .terms(terms[k*CH*TWK +: NK*TWK]), .sum(grp[(p*NCH + k)*GW +: GW]));
+            end
+        end
+    endgenerate
+
+    reg [PE*NCH*GW-1:0] grp_q;
+    reg vg, firstg, lastg;
+    reg [NFW-1:0] nfg;
+    always @(posedge clk) begin
+        grp_q <= grp;
+        vg <= v2 && !rst;
+        firstg <= first2;
+        lastg <= last2;
+        nfg <= nf2;
+    end
+
+    // groups of up to 8 groups (64 bits), registered; then the final sum of those
+    localparam integer NCH2 = (NCH + 7) / 8;
+    localparam integer GW2 = GW + 4;
+    localparam integer SW = ACC_W > GW2 ? ACC_W : GW2 + 1;
+    wire [PE*NCH2*GW2-1:0] grp2;
+    generate
+        for (p = 0; p < PE; p = p + 1) begin : g_pe2
+            for (k = 0; k < NCH2; k = k + 1) begin : g_group2
+                localparam integer NK = NCH - k*8 < 8 ? NCH - k*8 : 8;
+                bnn_sum_tree #(.N(NK), .TW(GW), .SIGNED(XNOR != 0 ? 0 : 1), .OW(GW2)) u_group2 (
+                    .terms(grp_q[(p*NCH + k*8)*GW +: NK*GW]), .sum(grp2[(p*NCH2 + k)*GW2 +: GW2]));
+            end
+        end
+    endgenerate
+
+    reg [PE*NCH2*GW2-1:0] grp2_q;
+    reg vg2, firstg2, lastg2;
+    reg [NFW-1:0] nfg2;
+    always @(posedge clk) begin
+        grp2_q <= grp2;
+        vg2 <= vg && !rst;
+        firstg2 <= firstg;
+        lastg2 <= lastg;
+        nfg2 <= nfg;
+    end
+
+    wire [PE*ACC_W-1:0] part;
+    generate
+        for (p = 0; p < PE; p = p + 1) begin : g_sum
+            /* verilator lint_off UNUSEDSIGNAL */
+            wire [SW-1:0] total;  // the sum fits ACC_W (the accumulator's range); wider only for the tree's sake
+            /* verilator lint_on UNUSEDSIGNAL */
+            bnn_sum_tree #(.N(NCH2), .TW(GW2), .SIGNED(XNOR != 0 ? 0 : 1), .OW(SW)) u_sum (
+                .terms(grp2_q[p*NCH2*GW2 +: NCH2*GW2]), .sum(total));
+            assign part[p*ACC_W +: ACC_W] = total[ACC_W-1:0];
         end
     endgenerate
 
@@ -180,10 +234,10 @@ module bnn_mvtu #(
     /* verilator lint_on UNUSEDSIGNAL */
     always @(posedge clk) begin
         part3 <= part;
-        v3 <= v2 && !rst;
-        first3 <= first2;
-        last3 <= last2;
-        nf3 <= nf2;
+        v3 <= vg2 && !rst;
+        first3 <= firstg2;
+        last3 <= lastg2;
+        nf3 <= nfg2;
     end
 
     // ---- stage 4: accumulate; the last fold's sum goes on with its channels' thresholds ----

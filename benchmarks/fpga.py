@@ -1,0 +1,120 @@
+"""Open-flow FPGA builds of TFC-w1a1 and CNV-w1a1 on the ULX3S, beside FINN's published figures.
+
+    python benchmarks/fpga.py [--networks tfc,cnv] [--board ulx3s] [--clock-mhz 100] [--out runs/bench/fpga]
+
+For each network (Brevitas's own BNN-PYNQ models, ``TFC_1W1A`` and ``CNV_1W1A``, random weights): export,
+compile, fold for a target frame rate (TFC: 1 M frames/s, above FINN's; CNV: FINN's 3,000), generate the RTL,
+cosimulate it against the simulator (TFC on 10,000 frames, the size of MNIST's test set; CNV on 100), build the
+bitstream with yosys and nextpnr, and print LUTs, flip-flops, block RAM, Fmax, frames/s at the built clock and
+at Fmax, and frames/s per 1000 LUTs, beside FINN's published frames/s (finn-examples, 100 MHz on a Zynq:
+TFC-w1a1 ~837k, CNV-w1a1 ~3,000) and our LUT estimate (to calibrate the model). Inputs are random codes of the
+accelerator's input type: MNIST and CIFAR-10 are not on this machine, and timing and exactness do not depend on
+them. Writes ``fpga.json`` to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bnnflow.hw.boards import get_board
+from bnnflow.hw.convert import to_dataflow
+from bnnflow.hw.estimates import estimate, timing
+from bnnflow.hw.folding import fold_for_fps
+from bnnflow.hw.rtl import cosim
+from bnnflow.hw.rtl.generate import generate_rtl
+from bnnflow.hw.simulator import Simulator
+from bnnflow.hw.toolchain import build_bitstream
+from bnnflow.pipeline.compile.streamline import streamline_model
+from bnnflow.pipeline.export import export_model
+
+#: name -> (Brevitas model, input shape, target frames/s, frames to cosimulate, FINN's published frames/s)
+NETWORKS = {
+    "tfc": ("TFC_1W1A", (1, 28, 28), 1_000_000, 10_000, 837_000),
+    "cnv": ("CNV_1W1A", (3, 32, 32), 3_000, 100, 3_000),
+}
+
+
+def dataflow_of(network: str, board: str, clock_mhz: float):
+    from brevitas_examples.bnn_pynq.models import model_with_cfg
+
+    name, shape, target, _, _ = NETWORKS[network]
+    torch.manual_seed(0)
+    model, _ = model_with_cfg(name, pretrained=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataflow = to_dataflow(streamline_model(export_model(model.eval(), (1, *shape))), label_select=True)
+    fold_for_fps(dataflow, target, clock_mhz, get_board(board).fabric)
+    return dataflow
+
+
+def bench(network: str, board: str, clock_mhz: float, out: Path, frames: int | None) -> dict:
+    _, _, target, default_frames, finn_fps = NETWORKS[network]
+    dataflow = dataflow_of(network, board, clock_mhz)
+    design = generate_rtl(dataflow, out / network / "rtl")
+    simulator = Simulator(dataflow)
+    dtype = simulator.input_type
+    inputs = np.random.default_rng(0).integers(int(dtype.min()), int(dtype.max()) + 1,
+                                               (frames or default_frames, *simulator.input_shape))
+    ii = timing(dataflow, clock_mhz)["initiation_interval_cycles"]
+    started = time.perf_counter()
+    check = cosim.cosimulate(design, inputs, simulator.run(inputs), ii)
+    cosim_s = time.perf_counter() - started
+    report = build_bitstream(design.system_sources, board, clock_mhz, out / network / board)
+    luts = report["utilization"]["lut4"]["used"]
+    fps_at_fmax = report["fmax_mhz"] * 1e6 / ii
+    return {
+        "network": network,
+        "target_fps": target,
+        "initiation_interval_cycles": ii,
+        "cosim_frames": check["samples"],
+        "cosim_mismatches": check["mismatches"],
+        "cosim_cycles_per_frame": check["cycles_per_frame"],
+        "cosim_seconds": round(cosim_s, 1),
+        "luts": luts,
+        "luts_estimated": estimate(dataflow, clock_mhz, get_board(board).fabric)["luts"],
+        "flip_flops": report["utilization"]["ff"]["used"],
+        "ram_blocks": report["utilization"]["bram"]["used"] if "bram" in report["utilization"] else 0,
+        "clock_mhz": report["clock"]["achieved_mhz"],
+        "fmax_mhz": report["fmax_mhz"],
+        "timing_met": report["met"],
+        "fps_at_clock": report["clock"]["achieved_mhz"] * 1e6 / ii,
+        "fps_at_fmax": fps_at_fmax,
+        "fps_per_1000_luts": fps_at_fmax / (luts / 1000),
+        "finn_published_fps": finn_fps,
+        "build_seconds": report["seconds"],
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", default="tfc,cnv", help="comma-separated: tfc, cnv")
+    parser.add_argument("--board", default="ulx3s", help="an open-toolchain board (ulx3s, icebreaker)")
+    parser.add_argument("--clock-mhz", type=float, default=100.0, help="the clock the build targets")
+    parser.add_argument("--frames", type=int, default=None, help="frames to cosimulate [default: per network]")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/fpga"), help="folder for builds and fpga.json")
+    args = parser.parse_args(argv)
+    results = [bench(name, args.board, args.clock_mhz, args.out, args.frames) for name in args.networks.split(",")]
+    header = (f"{'network':8}{'LUT4':>8}{'est.':>8}{'FF':>8}{'BRAM':>6}{'clock':>7}{'Fmax':>8}{'frames/s':>12}"
+              f"{'@Fmax':>12}{'/1k LUT':>10}{'FINN':>10}{'ours/FINN':>11}  cosim")
+    print(header)
+    for r in results:
+        print(f"{r['network']:8}{r['luts']:>8}{r['luts_estimated']:>8}{r['flip_flops']:>8}{r['ram_blocks']:>6}"
+              f"{r['clock_mhz']:>7.1f}{r['fmax_mhz']:>8.1f}{r['fps_at_clock']:>12,.0f}{r['fps_at_fmax']:>12,.0f}"
+              f"{r['fps_per_1000_luts']:>10,.0f}{r['finn_published_fps']:>10,}"
+              f"{r['fps_at_clock'] / r['finn_published_fps']:>10.2f}x  {r['cosim_mismatches']} of "
+              f"{r['cosim_frames']} differ")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "fpga.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if all(r["cosim_mismatches"] == 0 and r["timing_met"] for r in main()) else 1)
