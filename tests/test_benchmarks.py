@@ -13,3 +13,13 @@ def test_simulator_benchmark_smoke(tmp_path: Path) -> None:
     assert result["simulator_equals_qonnx"]
     written = json.loads((tmp_path / "simulator.json").read_text())
     assert written["frames"] == 8 and written["simulator_fps"] > 0 and written["ratio_vs_qonnx"] > 0
+
+
+def test_fpga_benchmark_smoke(tmp_path: Path) -> None:
+    """TFC-w1a1 as the benchmark folds it (1 M frames/s), cosimulated on a few frames; the build is left to the
+    benchmark itself (minutes)."""
+    from benchmarks.fpga import main
+
+    (result,) = main(["--networks", "tfc", "--frames", "30", "--no-build", "--out", str(tmp_path)])
+    assert result["cosim_mismatches"] == 0 and result["cosim_frames"] == 30
+    assert result["initiation_interval_cycles"] <= 100  # 1 M frames/s at 100 MHz

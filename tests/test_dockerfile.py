@@ -17,6 +17,7 @@ def test_dockerfile_copies_every_package_folder_and_the_kernel_toolchain() -> No
     assert folders <= copied, f"not copied into the image: {sorted(folders - copied)}"
     assert re.search(r"^COPY pyproject.toml README.md", dockerfile, re.MULTILINE)
     assert re.search(r"install[^\n]*\bg\+\+", dockerfile), "the simulator's C kernel needs a compiler in the image"
+    assert re.search(r"install[^\n]*\bperl\b", dockerfile), "Verilator's build scripts need perl in the image"
     python = re.search(r"^FROM python:(\d+\.\d+)", dockerfile, re.MULTILINE).group(1)
     assert project["project"]["requires-python"] == f">={python}"
     assert re.search(r'^ENTRYPOINT \["bnnflow"\]', dockerfile, re.MULTILINE)

@@ -86,7 +86,7 @@ def test_brevitas_tfc_w1a1_at_finn_rate(tmp_path: Path) -> None:
     model, _ = model_with_cfg("TFC_1W1A", pretrained=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dataflow = to_dataflow(streamline_model(export_model(model.eval(), (1, 1, 28, 28))), label_select=True)
+        dataflow = to_dataflow(streamline_model(export_model(model.eval(), (1, 28, 28))), label_select=True)
     fold_for_fps(dataflow, 1e6, 100.0, ECP5)
     report = check_design(dataflow, tmp_path / "tfc", frames=40)
     assert report["model_cycles_per_frame"] <= 100
@@ -170,7 +170,7 @@ def _digits_qonnx():
     model = create_model("digits_mlp", input_shape=(1, 8, 8), num_classes=10).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return export_model(model, (1, 1, 8, 8))
+        return export_model(model, (1, 8, 8))
 
 
 def test_threshold_pool_and_label_chain_cosimulates(tmp_path: Path) -> None:
