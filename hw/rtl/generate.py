@@ -34,6 +34,8 @@ from bnnflow.hw.rtl.stream import StreamFormat, encode, write_hex
 ACCEL_TOP = "bnnflow_accel"
 SYSTEM_TOP = "bnnflow_system"
 UART_MODULES = ("uart_rx.v", "uart_tx.v", "uart_bridge.v")
+#: words per weight ROM bank of bnn_mvtu (one 2048 x 9 block RAM per 9 bits of width on ECP5)
+WEIGHT_BANK_DEPTH = 2048
 
 
 def library_file(name: str) -> Path:
@@ -121,7 +123,11 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
     acc_w = max(signed_width(low, high + 1), group_width + 1)
     # word (nf, sf), lane (p, s) holds the weight of input sf*SIMD + s for output channel nf*PE + p
     words = codes.reshape(sf, simd, nf, pe).transpose(2, 0, 3, 1).reshape(nf * sf, pe * simd)
-    roms = [_rom(folder, f"{node.name}_weights.hex", words, pe * simd, w_bits, not (xnor or bipolar))]
+    # bnn_mvtu reads the weights in banks of WEIGHT_BANK_DEPTH words (fewer when the ROM is smaller)
+    address_bits = max(1, (nf * sf - 1).bit_length())
+    bank = 1 << min(address_bits, WEIGHT_BANK_DEPTH.bit_length() - 1)
+    roms = [_rom(folder, f"{node.name}_weights_{b // bank:02d}.hex", words[b: b + bank], pe * simd, w_bits,
+                 not (xnor or bipolar)) for b in range(0, nf * sf, bank)]
     n_thr = 0
     if not op.get_nodeattr("noActivation"):
         thresholds = np.asarray(model.get_initializer(node.input[2]), dtype=np.float64)
@@ -133,9 +139,9 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
                          True))
     params = {"MW": mw, "MH": mh, "PE": pe, "SIMD": simd, "IN_BITS": in_bits, "IN_SIGNED": int(in_signed),
               "W_BITS": w_bits, "W_BIPOLAR": int(bipolar), "XNOR": int(xnor), "ACC_W": acc_w, "N_THR": n_thr,
-              "OUT_BITS": out_bits, "WEIGHT_FILE": roms[0]}
+              "OUT_BITS": out_bits, "WBANK_DEPTH": WEIGHT_BANK_DEPTH, "WEIGHT_FILE": f"{node.name}_weights"}
     if n_thr:
-        params["THRESH_FILE"] = roms[1]
+        params["THRESH_FILE"] = roms[-1]
     return Layer(node.name, "bnn_mvtu", params, StreamFormat(simd, in_bits, in_signed, vectors * sf),
                  StreamFormat(pe, out_bits, out_signed, vectors * nf), roms)
 

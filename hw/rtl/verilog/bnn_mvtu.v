@@ -1,7 +1,7 @@
 // bnn_mvtu: the matrix-vector-threshold unit (one fully connected layer, or a conv layer after a sliding window).
 //
 // Folding: PE output channels and SIMD input elements per cycle; SF = MW/SIMD and NF = MH/PE, so one input vector
-// takes NF*SF cycles (FINN's MVAU schedule). Weights: a ROM of NF*SF words of PE*SIMD*W_BITS bits, word
+// takes NF*SF cycles (FINN's MVAU schedule). Weights: a ROM of NF*SF words of PE*SIMD*W_BITS bits (in banks), word
 // nf*SF + sf holding, in lane p, the weights of output channel nf*PE + p for inputs sf*SIMD .. sf*SIMD+SIMD-1.
 // Thresholds: a ROM of NF words of PE*N_THR*ACC_W bits (lane p, threshold i at [(p*N_THR + i)*ACC_W]).
 //
@@ -12,8 +12,8 @@
 //
 // The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
-// Pipeline: issue -> ROM and buffer read -> register -> three levels of sums -> accumulate -> threshold ->
-// output FIFO.
+// Pipeline: issue -> ROM and buffer read -> hold -> bank select -> three levels of sums -> accumulate ->
+// threshold -> output FIFO.
 `default_nettype none
 
 module bnn_mvtu #(
@@ -29,7 +29,8 @@ module bnn_mvtu #(
     parameter integer ACC_W = 8,
     parameter integer N_THR = 1,
     parameter integer OUT_BITS = 1,
-    parameter WEIGHT_FILE = "weights.hex",
+    parameter integer WBANK_DEPTH = 2048,
+    parameter WEIGHT_FILE = "weights",
     parameter THRESH_FILE = "thresholds.hex"
 ) (
     input  wire                     clk,
@@ -50,7 +51,8 @@ module bnn_mvtu #(
     localparam integer SFW = SF > 1 ? $clog2(SF) : 1;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
     localparam integer WAW = SF * NF > 1 ? $clog2(SF * NF) : 1;
-    localparam integer STAGES = 7;  // registers from issue to the FIFO: read, hold, 3 sums, accumulate, output
+    localparam integer STAGES = 8;  // registers from issue to the FIFO: read, hold, select, 3 sums, accumulate,
+    // output
     localparam integer DEPTH = 16;
     localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer ROOM_I = DEPTH - STAGES;
@@ -112,34 +114,74 @@ module bnn_mvtu #(
         end
     end
 
-    // ---- stage 1: weight ROM and input buffer reads ----
-    reg [WW-1:0] wrom [0:SF*NF-1];
-    initial $readmemh(WEIGHT_FILE, wrom);
-    reg [WW-1:0] w1;
-    reg [IW-1:0] x1;
-    reg v1, first1, last1;
-    reg [NFW-1:0] nf1;
+    // ---- stages 1-3: weight ROM and input buffer reads ----
+    // The weights sit in banks of at most WBANK_DEPTH words (file WEIGHT_FILE_bb.hex for bank bb), each read into
+    // its block RAM's register and held once more before the bank is selected: a deep layer's ROM spans dozens
+    // of block RAMs, and selecting among their raw outputs in the same cycle would limit the clock.
+    localparam integer WDEPTH = SF * NF;
+    localparam integer BW = WAW < $clog2(WBANK_DEPTH) ? WAW : $clog2(WBANK_DEPTH);
+    localparam integer NB = (WDEPTH + (1 << BW) - 1) / (1 << BW);
+    localparam integer SBW = NB > 1 ? $clog2(NB) : 1;
+    wire [NB*WW-1:0] banks;
+    genvar b;
+    generate
+        for (b = 0; b < NB; b = b + 1) begin : g_bank
+            localparam integer BD = b == NB - 1 ? WDEPTH - b * (1 << BW) : 1 << BW;
+            localparam integer D1_I = 48 + b / 10;
+            localparam integer D0_I = 48 + b % 10;
+            localparam [7:0] D1 = D1_I[7:0];
+            localparam [7:0] D0 = D0_I[7:0];
+            localparam integer BDA = BD > 1 ? BD : 2;  // the last bank may be shorter; a 1-word ROM gets 2
+            localparam integer IBW = $clog2(BDA);
+            reg [WW-1:0] rom [0:BDA-1];
+            initial $readmemh({WEIGHT_FILE, "_", D1, D0, ".hex"}, rom);
+            reg [WW-1:0] q;
+            reg [WW-1:0] h;
+            always @(posedge clk) begin
+                q <= rom[waddr[IBW-1:0]];  // bits above IBW are 0 whenever this bank is the one selected
+                h <= q;
+            end
+            assign banks[b*WW +: WW] = h;
+        end
+    endgenerate
+
+    reg [IW-1:0] x1, x1h;
+    reg v1, first1, last1, v1h, first1h, last1h;
+    reg [NFW-1:0] nf1, nf1h;
+    reg [SBW-1:0] sel1, sel1h;
     always @(posedge clk) begin
-        w1 <= wrom[waddr];
         x1 <= ibuf[{rb, sf}];
         v1 <= issue && !rst;
         first1 <= sf == 0;
         last1 <= sf == SF_LAST;
         nf1 <= nf;
+        x1h <= x1;
+        v1h <= v1 && !rst;
+        first1h <= first1;
+        last1h <= last1;
+        nf1h <= nf1;
+        sel1h <= sel1;
     end
 
-    // ---- stage 2: hold the ROM output in a register (block RAM output timing) ----
+    generate
+        if (NB > 1) begin : g_sel
+            always @(posedge clk) sel1 <= waddr[WAW-1:BW];  // the bank of the word being read
+        end else begin : g_one
+            always @(posedge clk) sel1 <= 1'b0;
+        end
+    endgenerate
+
     reg [WW-1:0] w2;
     reg [IW-1:0] x2;
     reg v2, first2, last2;
     reg [NFW-1:0] nf2;
     always @(posedge clk) begin
-        w2 <= w1;
-        x2 <= x1;
-        v2 <= v1 && !rst;
-        first2 <= first1;
-        last2 <= last1;
-        nf2 <= nf1;
+        w2 <= banks[sel1h*WW +: WW];
+        x2 <= x1h;
+        v2 <= v1h && !rst;
+        first2 <= first1h;
+        last2 <= last1h;
+        nf2 <= nf1h;
     end
 
     // ---- stages 3-5: per-PE sums of groups of CH lanes, of groups of 8 groups, and of those ----

@@ -109,7 +109,8 @@ def test_weight_rom_layout_round_trips(tmp_path: Path) -> None:
     weights = dataflow.get_initializer(node.input[1]).astype(np.int64)
     mw, mh = weights.shape
     fmt = StreamFormat(4 * 8, 1, False, 1)
-    words = decode(read_hex(design.folder / f"{node.name}_weights.hex", fmt), fmt)
+    banks = sorted(design.folder.glob(f"{node.name}_weights_*.hex"))
+    words = np.concatenate([decode(read_hex(bank, fmt), fmt) for bank in banks])
     rebuilt = words.reshape(mh // 4, mw // 8, 4, 8).transpose(1, 3, 0, 2).reshape(mw, mh)
     assert np.array_equal(rebuilt, weights)
 
