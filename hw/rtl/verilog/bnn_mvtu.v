@@ -12,7 +12,7 @@
 //
 // The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
-// Pipeline: issue -> ROM and buffer read -> hold -> bank select -> three levels of sums -> accumulate ->
+// Pipeline: issue -> ROM and buffer read -> hold -> bank select -> four levels of sums -> accumulate ->
 // threshold -> output FIFO.
 `default_nettype none
 
@@ -51,7 +51,7 @@ module bnn_mvtu #(
     localparam integer SFW = SF > 1 ? $clog2(SF) : 1;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
     localparam integer WAW = SF * NF > 1 ? $clog2(SF * NF) : 1;
-    localparam integer STAGES = 8;  // registers from issue to the FIFO: read, hold, select, 3 sums, accumulate,
+    localparam integer STAGES = 9;  // registers from issue to the FIFO: read, hold, select, 4 sums, accumulate,
     // output
     localparam integer DEPTH = 16;
     localparam integer CW = $clog2(DEPTH) + 1;
@@ -184,7 +184,7 @@ module bnn_mvtu #(
         nf2 <= nf1h;
     end
 
-    // ---- stages 3-5: per-PE sums of groups of CH lanes, of groups of 8 groups, and of those ----
+    // ---- per-PE sums of groups of CH lanes, then of groups of 4 such sums (twice), then the total ----
     // Short adder trees with registers between them instead of one deep tree, so that a wide SIMD still closes
     // timing: a group of 8 bits (or 4 multi-bit products) is a few LUT levels deep.
     localparam integer CH = XNOR != 0 ? 8 : 4;
@@ -231,17 +231,19 @@ module bnn_mvtu #(
         nfg <= nf2;
     end
 
-    // groups of up to 8 groups (64 bits), registered; then the final sum of those
-    localparam integer NCH2 = (NCH + 7) / 8;
-    localparam integer GW2 = GW + 4;
-    localparam integer SW = ACC_W > GW2 ? ACC_W : GW2 + 1;
+    // groups of up to 4 groups, twice, each registered; then the final sum (at most 8 terms up to SIMD = 1024)
+    localparam integer NCH2 = (NCH + 3) / 4;
+    localparam integer GW2 = GW + 3;
+    localparam integer NCH3 = (NCH2 + 3) / 4;
+    localparam integer GW3 = GW2 + 3;
+    localparam integer SW = ACC_W > GW3 ? ACC_W : GW3 + 1;
     wire [PE*NCH2*GW2-1:0] grp2;
     generate
         for (p = 0; p < PE; p = p + 1) begin : g_pe2
             for (k = 0; k < NCH2; k = k + 1) begin : g_group2
-                localparam integer NK = NCH - k*8 < 8 ? NCH - k*8 : 8;
+                localparam integer NK = NCH - k*4 < 4 ? NCH - k*4 : 4;
                 bnn_sum_tree #(.N(NK), .TW(GW), .SIGNED(XNOR != 0 ? 0 : 1), .OW(GW2)) u_group2 (
-                    .terms(grp_q[(p*NCH + k*8)*GW +: NK*GW]), .sum(grp2[(p*NCH2 + k)*GW2 +: GW2]));
+                    .terms(grp_q[(p*NCH + k*4)*GW +: NK*GW]), .sum(grp2[(p*NCH2 + k)*GW2 +: GW2]));
             end
         end
     endgenerate
@@ -257,14 +259,36 @@ module bnn_mvtu #(
         nfg2 <= nfg;
     end
 
+    wire [PE*NCH3*GW3-1:0] grp3;
+    generate
+        for (p = 0; p < PE; p = p + 1) begin : g_pe3
+            for (k = 0; k < NCH3; k = k + 1) begin : g_group3
+                localparam integer NK = NCH2 - k*4 < 4 ? NCH2 - k*4 : 4;
+                bnn_sum_tree #(.N(NK), .TW(GW2), .SIGNED(XNOR != 0 ? 0 : 1), .OW(GW3)) u_group3 (
+                    .terms(grp2_q[(p*NCH2 + k*4)*GW2 +: NK*GW2]), .sum(grp3[(p*NCH3 + k)*GW3 +: GW3]));
+            end
+        end
+    endgenerate
+
+    reg [PE*NCH3*GW3-1:0] grp3_q;
+    reg vg3, firstg3, lastg3;
+    reg [NFW-1:0] nfg3;
+    always @(posedge clk) begin
+        grp3_q <= grp3;
+        vg3 <= vg2 && !rst;
+        firstg3 <= firstg2;
+        lastg3 <= lastg2;
+        nfg3 <= nfg2;
+    end
+
     wire [PE*ACC_W-1:0] part;
     generate
         for (p = 0; p < PE; p = p + 1) begin : g_sum
             /* verilator lint_off UNUSEDSIGNAL */
             wire [SW-1:0] total;  // the sum fits ACC_W (the accumulator's range); wider only for the tree's sake
             /* verilator lint_on UNUSEDSIGNAL */
-            bnn_sum_tree #(.N(NCH2), .TW(GW2), .SIGNED(XNOR != 0 ? 0 : 1), .OW(SW)) u_sum (
-                .terms(grp2_q[p*NCH2*GW2 +: NCH2*GW2]), .sum(total));
+            bnn_sum_tree #(.N(NCH3), .TW(GW3), .SIGNED(XNOR != 0 ? 0 : 1), .OW(SW)) u_sum (
+                .terms(grp3_q[p*NCH3*GW3 +: NCH3*GW3]), .sum(total));
             assign part[p*ACC_W +: ACC_W] = total[ACC_W-1:0];
         end
     endgenerate
@@ -276,10 +300,10 @@ module bnn_mvtu #(
     /* verilator lint_on UNUSEDSIGNAL */
     always @(posedge clk) begin
         part3 <= part;
-        v3 <= vg2 && !rst;
-        first3 <= firstg2;
-        last3 <= lastg2;
-        nf3 <= nfg2;
+        v3 <= vg3 && !rst;
+        first3 <= firstg3;
+        last3 <= lastg3;
+        nf3 <= nfg3;
     end
 
     // ---- stage 4: accumulate; the last fold's sum goes on with its channels' thresholds ----
