@@ -33,8 +33,8 @@ module bnn_swg #(
     localparam integer FRAME = IH * IWD * CF;
     localparam integer AW = $clog2(2 * FRAME);
     localparam integer W = SIMD * EB;
-    localparam integer STAGES = 2;  // address register, memory read
-    localparam integer DEPTH = 4;
+    localparam integer STAGES = 3;  // address register, memory read, hold (block RAM output timing)
+    localparam integer DEPTH = 8;
     localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer CFW = CF > 1 ? $clog2(CF) : 1;
     localparam integer KXW = KW > 1 ? $clog2(KW) : 1;
@@ -99,6 +99,8 @@ module bnn_swg #(
     reg v1, done1, bank1;
     reg [W-1:0] d2;
     reg v2, done2, bank2;
+    reg [W-1:0] d3;
+    reg v3;
 
     always @(posedge clk) begin
         if (rst) begin
@@ -153,10 +155,12 @@ module bnn_swg #(
         v2 <= v1 && !rst;
         done2 <= done1;
         bank2 <= bank1;
+        d3 <= d2;
+        v3 <= v2 && !rst;
     end
 
     bnn_fifo #(.WIDTH(W), .DEPTH(DEPTH)) u_out (
-        .clk(clk), .rst(rst), .in_data(d2), .in_valid(v2),
+        .clk(clk), .rst(rst), .in_data(d3), .in_valid(v3),
         .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
 endmodule
 
