@@ -309,6 +309,8 @@ def generate_rtl(model: ModelWrapper, out_dir: Path) -> RtlDesign:
     try:
         layers = layers_of(model, tmp)
         modules = {"bnn_fifo", "bnn_sum_tree", *(layer.module for layer in layers)}
+        if "bnn_mvtu" in modules:
+            modules.add("bnn_sum_stage")
         if any(a.output.lanes != b.input.lanes for a, b in zip(layers, layers[1:])):
             modules.add("bnn_dwc")
         library = sorted(f"{m}.v" for m in modules)

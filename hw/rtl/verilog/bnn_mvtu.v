@@ -237,44 +237,19 @@ module bnn_mvtu #(
     localparam integer NCH3 = (NCH2 + 3) / 4;
     localparam integer GW3 = GW2 + 3;
     localparam integer SW = ACC_W > GW3 ? ACC_W : GW3 + 1;
-    wire [PE*NCH2*GW2-1:0] grp2;
-    generate
-        for (p = 0; p < PE; p = p + 1) begin : g_pe2
-            for (k = 0; k < NCH2; k = k + 1) begin : g_group2
-                localparam integer NK = NCH - k*4 < 4 ? NCH - k*4 : 4;
-                bnn_sum_tree #(.N(NK), .TW(GW), .SIGNED(XNOR != 0 ? 0 : 1), .OW(GW2)) u_group2 (
-                    .terms(grp_q[(p*NCH + k*4)*GW +: NK*GW]), .sum(grp2[(p*NCH2 + k)*GW2 +: GW2]));
-            end
-        end
-    endgenerate
-
-    reg [PE*NCH2*GW2-1:0] grp2_q;
-    reg vg2, firstg2, lastg2;
-    reg [NFW-1:0] nfg2;
+    wire [PE*NCH2*GW2-1:0] grp2_q;
+    wire [PE*NCH3*GW3-1:0] grp3_q;
+    bnn_sum_stage #(.LANES(PE), .N_IN(NCH), .FAN(4), .TW(GW), .SIGNED(XNOR != 0 ? 0 : 1), .OW(GW2)) u_level2 (
+        .clk(clk), .terms(grp_q), .sums(grp2_q));
+    bnn_sum_stage #(.LANES(PE), .N_IN(NCH2), .FAN(4), .TW(GW2), .SIGNED(XNOR != 0 ? 0 : 1), .OW(GW3)) u_level3 (
+        .clk(clk), .terms(grp2_q), .sums(grp3_q));
+    reg vg2, firstg2, lastg2, vg3, firstg3, lastg3;
+    reg [NFW-1:0] nfg2, nfg3;
     always @(posedge clk) begin
-        grp2_q <= grp2;
         vg2 <= vg && !rst;
         firstg2 <= firstg;
         lastg2 <= lastg;
         nfg2 <= nfg;
-    end
-
-    wire [PE*NCH3*GW3-1:0] grp3;
-    generate
-        for (p = 0; p < PE; p = p + 1) begin : g_pe3
-            for (k = 0; k < NCH3; k = k + 1) begin : g_group3
-                localparam integer NK = NCH2 - k*4 < 4 ? NCH2 - k*4 : 4;
-                bnn_sum_tree #(.N(NK), .TW(GW2), .SIGNED(XNOR != 0 ? 0 : 1), .OW(GW3)) u_group3 (
-                    .terms(grp2_q[(p*NCH2 + k*4)*GW2 +: NK*GW2]), .sum(grp3[(p*NCH3 + k)*GW3 +: GW3]));
-            end
-        end
-    endgenerate
-
-    reg [PE*NCH3*GW3-1:0] grp3_q;
-    reg vg3, firstg3, lastg3;
-    reg [NFW-1:0] nfg3;
-    always @(posedge clk) begin
-        grp3_q <= grp3;
         vg3 <= vg2 && !rst;
         firstg3 <= firstg2;
         lastg3 <= lastg2;
