@@ -64,9 +64,12 @@ module bnn_mvtu #(
     localparam [NFW-1:0] NF_LAST = NF_LAST_I[NFW-1:0];
     localparam [WAW-1:0] WA_LAST = WA_LAST_I[WAW-1:0];
     localparam integer MTW = IN_BITS + W_BITS + 1;  // a product's width in multi-bit mode
+    localparam integer LUT_ROM_DEPTH = 64;  // weight ROMs this shallow are logic (a block RAM would be mostly empty)
+    localparam integer RSL = 32;  // bits of a logic ROM's word read per copy of the address
 
     // ---- input double buffer: bank {wb}, entry wi is written while bank rb is read ----
-    reg [IW-1:0] ibuf [0:2*(1 << SFW)-1];
+    // the bank being read is never the one being written, so read-write collisions need no logic (no_rw_check)
+    (* no_rw_check *) reg [IW-1:0] ibuf [0:2*(1 << SFW)-1];
     reg [1:0] full;
     reg wb;
     reg [SFW-1:0] wi;
@@ -85,6 +88,10 @@ module bnn_mvtu #(
         if (in_fire) ibuf[{wb, wi}] <= in_data;
     end
 
+    // the weight address advances with every issue; computed here so that copies of it can be registered too
+    wire [WAW-1:0] waddr_next = !issue ? waddr : waddr == WA_LAST ? {WAW{1'b0}} : waddr + 1'b1;
+    always @(posedge clk) waddr <= rst ? {WAW{1'b0}} : waddr_next;
+
     always @(posedge clk) begin
         if (rst) begin
             full <= 2'b00;
@@ -93,7 +100,6 @@ module bnn_mvtu #(
             rb <= 1'b0;
             sf <= 0;
             nf <= 0;
-            waddr <= 0;
         end else begin
             if (in_fire) begin
                 wi <= wi == SF_LAST ? 0 : wi + 1'b1;
@@ -105,7 +111,6 @@ module bnn_mvtu #(
             if (issue) begin
                 sf <= sf == SF_LAST ? 0 : sf + 1'b1;
                 if (sf == SF_LAST) nf <= nf == NF_LAST ? 0 : nf + 1'b1;
-                waddr <= waddr == WA_LAST ? 0 : waddr + 1'b1;
             end
             if (vector_done) begin
                 full[rb] <= 1'b0;  // the bank being filled is the other one, so this never races the fill
@@ -123,25 +128,47 @@ module bnn_mvtu #(
     localparam integer NB = (WDEPTH + (1 << BW) - 1) / (1 << BW);
     localparam integer SBW = NB > 1 ? $clog2(NB) : 1;
     wire [NB*WW-1:0] banks;
-    genvar b;
+    genvar b, r;
     generate
-        for (b = 0; b < NB; b = b + 1) begin : g_bank
-            localparam integer BD = b == NB - 1 ? WDEPTH - b * (1 << BW) : 1 << BW;
-            localparam integer D1_I = 48 + b / 10;
-            localparam integer D0_I = 48 + b % 10;
-            localparam [7:0] D1 = D1_I[7:0];
-            localparam [7:0] D0 = D0_I[7:0];
-            localparam integer BDA = BD > 1 ? BD : 2;  // the last bank may be shorter; a 1-word ROM gets 2
-            localparam integer IBW = $clog2(BDA);
-            reg [WW-1:0] rom [0:BDA-1];
-            initial $readmemh({WEIGHT_FILE, "_", D1, D0, ".hex"}, rom);
-            reg [WW-1:0] q;
+        if (WDEPTH <= LUT_ROM_DEPTH) begin : g_lut_rom
+            // A shallow ROM is logic, not block RAM: every output bit is a few LUTs decoding the address. A wide
+            // one (CNV's second layer: 36 words of 1024 bits) would hang thousands of LUTs on each address bit,
+            // so each RSL-bit slice reads with its own registered copy of the address (kept apart in synthesis).
+            localparam integer NR = (WW + RSL - 1) / RSL;
+            (* rom_style = "logic" *) reg [WW-1:0] rom [0:(WDEPTH > 1 ? WDEPTH : 2)-1];
+            initial $readmemh({WEIGHT_FILE, "_00.hex"}, rom);
+            wire [WW-1:0] q;
             reg [WW-1:0] h;
-            always @(posedge clk) begin
-                q <= rom[waddr[IBW-1:0]];  // bits above IBW are 0 whenever this bank is the one selected
-                h <= q;
+            for (r = 0; r < NR; r = r + 1) begin : g_slice
+                localparam integer LO = r * RSL;
+                localparam integer SLW = WW - LO < RSL ? WW - LO : RSL;
+                reg [WAW-1:0] ra;
+                (* keep *) always @(posedge clk) ra <= rst ? {WAW{1'b0}} : waddr_next;
+                reg [SLW-1:0] qs;
+                always @(posedge clk) qs <= rom[ra][LO +: SLW];
+                assign q[LO +: SLW] = qs;
             end
-            assign banks[b*WW +: WW] = h;
+            always @(posedge clk) h <= q;
+            assign banks = h;
+        end else begin : g_block_rom
+            for (b = 0; b < NB; b = b + 1) begin : g_bank
+                localparam integer BD = b == NB - 1 ? WDEPTH - b * (1 << BW) : 1 << BW;
+                localparam integer D1_I = 48 + b / 10;
+                localparam integer D0_I = 48 + b % 10;
+                localparam [7:0] D1 = D1_I[7:0];
+                localparam [7:0] D0 = D0_I[7:0];
+                localparam integer BDA = BD > 1 ? BD : 2;  // the last bank may be shorter; a 1-word ROM gets 2
+                localparam integer IBW = $clog2(BDA);
+                reg [WW-1:0] rom [0:BDA-1];
+                initial $readmemh({WEIGHT_FILE, "_", D1, D0, ".hex"}, rom);
+                reg [WW-1:0] q;
+                reg [WW-1:0] h;
+                always @(posedge clk) begin
+                    q <= rom[waddr[IBW-1:0]];  // bits above IBW are 0 whenever this bank is the one selected
+                    h <= q;
+                end
+                assign banks[b*WW +: WW] = h;
+            end
         end
     endgenerate
 

@@ -65,7 +65,9 @@ module bnn_swg #(
     localparam [AW-1:0] PIX_STEP = PIX_STEP_I[AW-1:0];
     localparam [AW-1:0] LINE_STEP = LINE_STEP_I[AW-1:0];
 
-    reg [W-1:0] mem [0:2*FRAME-1];
+    // A bank is read only while full and written only while not, so a read never meets a write to its address:
+    // no_rw_check spares the collision logic yosys would otherwise put after the block RAM (it limited Fmax).
+    (* no_rw_check *) reg [W-1:0] mem [0:2*FRAME-1];
     reg [1:0] full;
     reg [AW-1:0] wptr;  // runs over both banks: bank 0 is [0, FRAME), bank 1 [FRAME, 2*FRAME)
     wire wb = wptr > FRAME_LAST;
