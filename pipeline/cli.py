@@ -349,6 +349,51 @@ def fpga_run(
 
 
 @app.command()
+def finn(
+    run_dir: Annotated[Path, typer.Argument(help="A compiled run directory (model.qonnx, dataflow.onnx).")],
+    board: Annotated[Optional[str], typer.Option(help="FINN board: Pynq-Z1, Pynq-Z2, Ultra96, Ultra96-V2, ZCU102, "
+                                                 "ZCU104, ZCU111, RFSoC2x2, RFSoC4x2, KV260_SOM, U50, U200, U250, "
+                                                 "U280, U55C [default: the run's finn.board].")] = None,
+    target_fps: Annotated[Optional[float], typer.Option(help="Let FINN fold for this rate instead of using "
+                                                        "bnnflow's folding.")] = None,
+    clock_mhz: Annotated[Optional[float], typer.Option(help="Accelerator clock in MHz.")] = None,
+    verify_samples: Annotated[Optional[int], typer.Option(help="Test samples for FINN's verification steps.")] = None,
+    build: Annotated[bool, typer.Option(help="Run FINN's builder when FINN is installed.")] = True,
+    estimate: Annotated[bool, typer.Option(help="Only FINN's estimate steps (no Vivado needed).")] = False,
+    check_on_board: Annotated[bool, typer.Option(help="Check a finished build's deployment package on a PYNQ "
+                                                 "board: print the commands, or run them with --host.")] = False,
+    host: Annotated[Optional[str], typer.Option(help="user@address of the PYNQ board for --check-on-board.")] = None,
+) -> None:
+    """Write RUN/finn, a FINN build directory for a Xilinx board, and build it when FINN is installed.
+
+    The directory holds model.onnx, FINN's dataflow_build_config.json, bnnflow's folding as FINN's folding
+    config, verification vectors from bnnflow's simulator, and build.py, which runs FINN's builder on it. In the
+    bnnflow Docker image (FINN inside, Vivado mounted from the host) this command builds the bitstream and the
+    PYNQ driver; elsewhere it writes the directory and says how to build it.
+    """
+    from bnnflow.pipeline.finn import board_check, finn_run, with_finn_options
+    from bnnflow.pipeline.rundir import RunDir
+    from bnnflow.pipeline.steps import run_steps
+
+    run = RunDir(run_dir)
+    if check_on_board:
+        result = board_check(run, host)
+        if result:
+            out.info(f"finn: all {result['board_samples']} outputs of the board equal bnnflow's")
+        return
+    cfg = with_finn_options(run.read_config(), board=board, target_fps=target_fps, clock_mhz=clock_mhz,
+                            verify_samples=verify_samples)
+
+    def step_finn(cfg, run):
+        """Write and (with FINN installed) build the FINN directory."""
+        return finn_run(cfg, run, build=build, estimate_only=estimate)
+
+    summary = run_steps(cfg, run, [step_finn])
+    run.write_config(cfg)  # the [finn] settings this directory was written with
+    _print_summary(run.root, summary)
+
+
+@app.command()
 def boards() -> None:
     """List the boards folding can target, with their FPGA and budgets."""
     from bnnflow.hw.boards import BOARDS
@@ -391,7 +436,8 @@ def _print_summary(root: Path, summary: dict[str, Any]) -> None:
         return
     for stage, entry in summary.get("stages", {}).items():
         keys = ("test_accuracy", "mismatches", "verified_samples", "streamlined_mismatches", "dataflow_mismatches",
-                "frames_per_second", "luts", "simulated_samples", "simulator_frames_per_second")
+                "frames_per_second", "luts", "simulated_samples", "simulator_frames_per_second", "built",
+                "estimated_fps", "verification_passed")
         figures = {k: v for k, v in entry.items() if k in keys}
         out.info(f"{stage:>8}: {entry.get('status')} in {entry.get('seconds')} s  {json.dumps(figures)}")
     out.info(f"run directory: {root}  (summary.json, report.html)")

@@ -144,6 +144,18 @@ class FpgaConfig:
     seed: int = field(default=1, metadata=_range(0))
 
 
+@dataclass(frozen=True)
+class FinnConfig:
+    #: FINN board to build for (FINN's name, e.g. Pynq-Z1, ZCU104, KV260_SOM, U250; `bnnflow finn --help`)
+    board: str = "Pynq-Z1"
+    #: frames/s for FINN's own folding (0 = bnnflow's folding from dataflow.onnx, as FINN's folding config)
+    target_fps: float = field(default=0.0, metadata=_range(0.0))
+    #: accelerator clock in MHz (0 = compile.clock_mhz, or 100)
+    clock_mhz: float = field(default=0.0, metadata=_range(0.0, 1000.0))
+    #: test samples FINN's verification steps run (each one goes through C++ and RTL simulation: keep it small)
+    verify_samples: int = field(default=10, metadata=_range(0, 10_000))
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -151,6 +163,7 @@ SECTIONS: dict[str, type] = {
     "export": ExportConfig,
     "compile": CompileConfig,
     "fpga": FpgaConfig,
+    "finn": FinnConfig,
 }
 
 
@@ -164,6 +177,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     compile: CompileConfig = field(default_factory=CompileConfig)
     fpga: FpgaConfig = field(default_factory=FpgaConfig)
+    finn: FinnConfig = field(default_factory=FinnConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Config":

@@ -68,8 +68,16 @@ def step_bitstream(cfg: Config, run: RunDir) -> dict[str, Any]:
     return bitstream_run(cfg, run)
 
 
+def step_finn(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Write the FINN build directory for finn.board and build it when FINN is installed (not in `bnnflow run`'s
+    default steps: the build needs FINN and Vivado)."""
+    from bnnflow.pipeline.finn import finn_run
+
+    return finn_run(cfg, run)
+
+
 STEPS: dict[str, Step] = {"train": step_train, "export": step_export, "compile": step_compile,
-                          "simulate": step_simulate, "rtl": step_rtl, "bitstream": step_bitstream}
+                          "simulate": step_simulate, "rtl": step_rtl, "bitstream": step_bitstream, "finn": step_finn}
 DEFAULT_STEPS: list[str] = ["train", "export", "compile", "simulate", "rtl", "bitstream"]
 
 
