@@ -12,8 +12,8 @@
 //
 // The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
-// Pipeline: issue -> ROM and buffer read -> hold -> bank select -> four levels of sums -> accumulate ->
-// threshold -> output FIFO.
+// Pipeline: issue -> ROM and buffer read -> hold -> bank select -> (multi-bit: products) -> four levels of
+// sums -> accumulate -> threshold -> output FIFO.
 `default_nettype none
 
 module bnn_mvtu #(
@@ -51,7 +51,9 @@ module bnn_mvtu #(
     localparam integer SFW = SF > 1 ? $clog2(SF) : 1;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
     localparam integer WAW = SF * NF > 1 ? $clog2(SF * NF) : 1;
-    localparam integer STAGES = 9;  // registers from issue to the FIFO: read, hold, select, 4 sums, accumulate,
+    localparam integer PSTAGE = XNOR != 0 ? 0 : 1;  // multi-bit products are registered before they are summed
+    localparam integer STAGES = 9 + PSTAGE;  // registers from issue to the FIFO: read, hold, select, products,
+    // 4 sums, accumulate,
     // output
     localparam integer DEPTH = 16;
     localparam integer CW = $clog2(DEPTH) + 1;
@@ -64,7 +66,9 @@ module bnn_mvtu #(
     localparam [NFW-1:0] NF_LAST = NF_LAST_I[NFW-1:0];
     localparam [WAW-1:0] WA_LAST = WA_LAST_I[WAW-1:0];
     localparam integer MTW = IN_BITS + W_BITS + 1;  // a product's width in multi-bit mode
-    localparam integer LUT_ROM_DEPTH = 64;  // weight ROMs this shallow are logic (a block RAM would be mostly empty)
+    // Weight ROMs this shallow are logic: a block RAM (512 words deep) would be mostly empty. yosys makes the same
+    // choice by itself for 36 words and picks block RAM for 64; deeper ROMs are left to it.
+    localparam integer LUT_ROM_DEPTH = 40;
     localparam integer RSL = 32;  // bits of a logic ROM's word read per copy of the address
 
     // ---- input double buffer: bank {wb}, entry wi is written while bank rb is read ----
@@ -225,16 +229,22 @@ module bnn_mvtu #(
             if (XNOR != 0) begin : g_xnor
                 assign terms = ~(x2 ^ w2[p*SIMD +: SIMD]);
             end else begin : g_int
+                // a negation or a multiply and then an adder tree is too deep for one cycle at 100 MHz: the
+                // products are registered first (PSTAGE)
+                wire [SIMD*MTW-1:0] prods;
+                reg [SIMD*MTW-1:0] prods_q;
+                always @(posedge clk) prods_q <= prods;
+                assign terms = prods_q;
                 for (s = 0; s < SIMD; s = s + 1) begin : g_lane
                     wire [IN_BITS-1:0] xr = x2[s*IN_BITS +: IN_BITS];
                     wire signed [MTW-1:0] xv = IN_SIGNED != 0 ? $signed({{(MTW - IN_BITS){xr[IN_BITS-1]}}, xr})
                                                                : $signed({{(MTW - IN_BITS){1'b0}}, xr});
                     wire [W_BITS-1:0] wr = w2[(p*SIMD + s)*W_BITS +: W_BITS];
                     if (W_BIPOLAR != 0) begin : g_bipolar
-                        assign terms[s*MTW +: MTW] = wr[0] ? xv : -xv;
+                        assign prods[s*MTW +: MTW] = wr[0] ? xv : -xv;
                     end else begin : g_weight
                         wire signed [MTW-1:0] wv = $signed({{(MTW - W_BITS){wr[W_BITS-1]}}, wr});
-                        assign terms[s*MTW +: MTW] = xv * wv;
+                        assign prods[s*MTW +: MTW] = xv * wv;
                     end
                 end
             end
@@ -247,15 +257,34 @@ module bnn_mvtu #(
         end
     endgenerate
 
+    // the control bits that go with the terms being summed: one register later in multi-bit mode
+    wire vp, firstp, lastp;
+    wire [NFW-1:0] nfp;
+    generate
+        if (PSTAGE != 0) begin : g_pstage
+            reg v, f, l;
+            reg [NFW-1:0] n;
+            always @(posedge clk) begin
+                v <= v2 && !rst;
+                f <= first2;
+                l <= last2;
+                n <= nf2;
+            end
+            assign {vp, firstp, lastp, nfp} = {v, f, l, n};
+        end else begin : g_no_pstage
+            assign {vp, firstp, lastp, nfp} = {v2, first2, last2, nf2};
+        end
+    endgenerate
+
     reg [PE*NCH*GW-1:0] grp_q;
     reg vg, firstg, lastg;
     reg [NFW-1:0] nfg;
     always @(posedge clk) begin
         grp_q <= grp;
-        vg <= v2 && !rst;
-        firstg <= first2;
-        lastg <= last2;
-        nfg <= nf2;
+        vg <= vp && !rst;
+        firstg <= firstp;
+        lastg <= lastp;
+        nfg <= nfp;
     end
 
     // groups of up to 4 groups, twice, each registered; then the final sum (at most 8 terms up to SIMD = 1024)
