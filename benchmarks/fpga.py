@@ -55,7 +55,8 @@ def dataflow_of(network: str, board: str, clock_mhz: float):
     return dataflow
 
 
-def bench(network: str, board: str, clock_mhz: float, out: Path, frames: int | None, build: bool = True) -> dict:
+def bench(network: str, board: str, clock_mhz: float, out: Path, frames: int | None, build: bool = True,
+          seed: int = 1) -> dict:
     _, _, target, default_frames, finn_fps = NETWORKS[network]
     dataflow = dataflow_of(network, board, clock_mhz)
     design = generate_rtl(dataflow, out / network / "rtl")
@@ -80,7 +81,7 @@ def bench(network: str, board: str, clock_mhz: float, out: Path, frames: int | N
     }
     if not build:
         return result
-    report = build_bitstream(design.system_sources, board, clock_mhz, out / network / board)
+    report = build_bitstream(design.system_sources, board, clock_mhz, out / network / board, seed=seed)
     luts = report["utilization"]["lut4"]["used"]
     fps_at_fmax = report["fmax_mhz"] * 1e6 / ii
     return {
@@ -106,8 +107,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--frames", type=int, default=None, help="frames to cosimulate [default: per network]")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/fpga"), help="folder for builds and fpga.json")
     parser.add_argument("--no-build", action="store_true", help="stop after the cosimulation (a quick check)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
     args = parser.parse_args(argv)
-    results = [bench(name, args.board, args.clock_mhz, args.out, args.frames, not args.no_build)
+    results = [bench(name, args.board, args.clock_mhz, args.out, args.frames, not args.no_build, args.seed)
                for name in args.networks.split(",")]
     if args.no_build:
         for r in results:
