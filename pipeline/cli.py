@@ -29,6 +29,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+edge_app = typer.Typer(help="ONNX Runtime models of a run for ARM boards and Jetson: export, bench, bundle.",
+                       no_args_is_help=True)
+app.add_typer(edge_app, name="edge")
+
 ConfigArg = Annotated[Optional[Path], typer.Argument(help="TOML config file; omit for the digits default.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<config name>].")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. train.epochs=5.")]
@@ -391,6 +395,26 @@ def finn(
     summary = run_steps(cfg, run, [step_finn])
     run.write_config(cfg)  # the [finn] settings this directory was written with
     _print_summary(run.root, summary)
+
+
+@edge_app.command("export")
+def edge_export(run_dir: Annotated[Path, typer.Argument(help="A run directory with model.qonnx.")]) -> None:
+    """Write RUN/edge/reference.onnx (standard ops) and bitpacked.onnx (binary layers on bnnflow's XNOR kernel).
+
+    Each is run under ONNX Runtime on the test inputs and must equal the simulator (a compiled run) or
+    model.qonnx (a network without a hardware form): exit 4 otherwise.
+    """
+    from bnnflow.pipeline.edge.stage import edge_export_run
+    from bnnflow.pipeline.rundir import RunDir
+    from bnnflow.pipeline.steps import run_steps
+
+    run = RunDir(run_dir)
+
+    def step_edge(cfg, run):
+        """Export and check the ONNX Runtime variants."""
+        return edge_export_run(cfg, run)
+
+    _print_summary(run.root, run_steps(run.read_config(), run, [step_edge]))
 
 
 @app.command()

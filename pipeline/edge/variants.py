@@ -1,0 +1,234 @@
+"""The ONNX Runtime models of a network: ``reference`` (standard ops) and ``bitpacked`` (our XNOR kernel).
+
+Both start from the QONNX export (model.qonnx), whose quantizers are qonnx custom ops ONNX Runtime cannot run:
+
+- ``reference``: weight quantizers are folded into constants; a binary activation ``BipolarQuant(x, s)``
+  becomes ``Where(x >= 0, s, -s)`` (sign(0) = +1, as everywhere in bnnflow) and a k-bit ``Quant`` becomes
+  ``(Clip(Round(x / s + z), lo, hi) - z) * s`` with ONNX's round-half-to-even, which is qonnx's ROUND. Every
+  node computes what qonnx's executor computes for it, so the outputs are those of model.qonnx.
+- ``bitpacked``: every Conv and MatMul whose input is a binary activation and whose weights are a per-channel
+  scale times signs becomes our ``BinaryConv2d`` / ``BinaryMatMul`` (domain ai.onnx.contrib) on the
+  activation's input, with the weights stored packed 64 to a word, followed by a Mul with the two scales. The
+  kernel counts exactly what the float Conv sums (zero padding contributes 0), so the outputs are the reference's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation.base import Transformation
+from qonnx.transformation.fold_constants import FoldConstants
+from qonnx.transformation.general import GiveUniqueNodeNames, RemoveUnusedTensors, SortGraph
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.util.basic import get_by_name
+
+from bnnflow.errors import UnsupportedGraphError
+from bnnflow.pipeline.edge.integer_steps import BatchNormSignToInteger, MoveScalarMulPastLinear
+
+VARIANTS = ("reference", "bitpacked")
+
+
+def _const(model: ModelWrapper, value: np.ndarray | float, dtype=np.float32) -> str:
+    name = model.make_new_valueinfo_name()
+    model.set_initializer(name, np.asarray(value, dtype=dtype))
+    return name
+
+
+def _attr(node, name: str, default):
+    attr = get_by_name(node.attribute, name)
+    return helper.get_attribute_value(attr) if attr is not None else default
+
+
+class QuantToStandardOps(Transformation):
+    """Activation quantizers (BipolarQuant, Quant) as standard ONNX ops with the same arithmetic."""
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        graph = model.graph
+        for index, node in enumerate(list(graph.node)):
+            if node.op_type == "BipolarQuant":
+                scale = model.get_initializer(node.input[1])
+                if scale is None:
+                    raise UnsupportedGraphError(f"{node.name} (BipolarQuant) has a computed scale")
+                positive = model.make_new_valueinfo_name()
+                new = [helper.make_node("GreaterOrEqual", [node.input[0], _const(model, 0.0)], [positive]),
+                       helper.make_node("Where", [positive, _const(model, scale), _const(model, -scale)],
+                                        [node.output[0]])]
+            elif node.op_type == "Quant":
+                new = self._quant(model, node)
+            else:
+                continue
+            graph.node.remove(node)
+            for offset, item in enumerate(new):
+                graph.node.insert(index + offset, item)
+            return model, True
+        return model, False
+
+    @staticmethod
+    def _quant(model: ModelWrapper, node) -> list:
+        scale, zeropt, bits = (model.get_initializer(name) for name in node.input[1:4])
+        if scale is None or zeropt is None or bits is None:
+            raise UnsupportedGraphError(f"{node.name} (Quant) has a computed scale, zero point or bit width")
+        if _attr(node, "rounding_mode", b"ROUND") not in (b"ROUND", "ROUND"):
+            raise UnsupportedGraphError(f"{node.name} (Quant) rounds with {_attr(node, 'rounding_mode', '')!r}; "
+                                        "only ROUND (half to even) has a standard ONNX op")
+        bits = int(bits)
+        signed, narrow = _attr(node, "signed", 1), _attr(node, "narrow", 0)
+        lo = (-(2 ** (bits - 1)) + narrow) if signed else 0
+        hi = (2 ** (bits - 1) - 1) if signed else (2**bits - 1 - narrow)
+        names = [model.make_new_valueinfo_name() for _ in range(5)]
+        shifted = np.any(zeropt != 0)  # without a zero point the codes come straight out of the Clip
+        return [
+            helper.make_node("Div", [node.input[0], node.input[1]], [names[0]]),
+            *([helper.make_node("Add", [names[0], node.input[2]], [names[1]])] if shifted else []),
+            helper.make_node("Round", [names[1] if shifted else names[0]], [names[2]]),
+            helper.make_node("Clip", [names[2], _const(model, lo), _const(model, hi)], [names[3]]),
+            *([helper.make_node("Sub", [names[3], node.input[2]], [names[4]])] if shifted else []),
+            helper.make_node("Mul", [names[4] if shifted else names[3], node.input[1]], [node.output[0]]),
+        ]
+
+
+def reference_model(qonnx_model: ModelWrapper) -> ModelWrapper:
+    """model.qonnx in standard ONNX ops (see the module docstring)."""
+    model = qonnx_model.transform(FoldConstants(exclude_op_types=[]))
+    model = model.transform(QuantToStandardOps())
+    model = model.transform(MoveScalarMulPastLinear()).transform(BatchNormSignToInteger())
+    leftover = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    if leftover:
+        raise UnsupportedGraphError(f"the edge path has no standard form of {', '.join(leftover)}")
+    model = model.transform(InferShapes()).transform(RemoveUnusedTensors()).transform(GiveUniqueNodeNames())
+    del model.graph.quantization_annotation[:]  # qonnx's datatype notes; nothing in ONNX Runtime reads them
+    return model
+
+
+#: ops that commute with sign: sign(op(x)) = op(sign(x)) (shape ops move values; max-pooling is monotonic)
+SIGN_COMMUTING = ("Reshape", "Flatten", "Transpose", "MaxPool")
+
+
+def _binary_source(model: ModelWrapper, tensor: str) -> tuple[str, float, list] | None:
+    """(x, s, ops) when ``tensor`` is ``ops(Where(x >= 0, s, -s))``, ``ops`` a chain of sign-commuting nodes."""
+    chain = []
+    producer = model.find_producer(tensor)
+    while producer is not None and producer.op_type in SIGN_COMMUTING:
+        chain.insert(0, producer)
+        producer = model.find_producer(producer.input[0])
+    where = producer
+    if where is None or where.op_type != "Where":
+        return None
+    compare = model.find_producer(where.input[0])
+    if compare is None or compare.op_type != "GreaterOrEqual":
+        return None
+    zero = model.get_initializer(compare.input[1])
+    hi, lo = model.get_initializer(where.input[1]), model.get_initializer(where.input[2])
+    if zero is None or np.any(zero != 0) or hi is None or lo is None or np.size(hi) != 1 or hi != -lo or hi <= 0:
+        return None
+    return compare.input[0], float(np.asarray(hi).reshape(-1)[0]), chain
+
+
+def _replay(model: ModelWrapper, x: str, chain: list) -> tuple[str, list]:
+    """Copies of the sign-commuting ``chain`` applied to ``x`` (the activation before its sign)."""
+    nodes = []
+    for node in chain:
+        out = model.make_new_valueinfo_name()
+        copy = helper.make_node(node.op_type, [x, *node.input[1:]], [out])
+        copy.attribute.extend(node.attribute)
+        nodes.append(copy)
+        x = out
+    return x, nodes
+
+
+def _signs_and_scales(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(signs, per-output-channel scale) when every row of ``w`` (axis 0) is one magnitude times signs."""
+    flat = w.reshape(w.shape[0], -1)
+    scale = np.abs(flat[:, :1])
+    if np.any(scale == 0) or not np.array_equal(np.abs(flat), np.broadcast_to(scale, flat.shape)):
+        return None
+    return np.sign(flat).reshape(w.shape), scale[:, 0]
+
+
+class BinaryLayersToKernel(Transformation):
+    """Conv / MatMul on a binary activation with binary weights -> our packed kernel plus a scale."""
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        from bnnflow.pipeline.edge.custom_ops import binary_conv2d_node, binary_matmul_node
+        from bnnflow.pipeline.edge.kernel import pack_weights_conv, pack_weights_matmul
+
+        graph = model.graph
+        for index, node in enumerate(list(graph.node)):
+            if node.op_type not in ("Conv", "MatMul"):
+                continue
+            source = _binary_source(model, node.input[0])
+            weights = model.get_initializer(node.input[1])
+            if source is None or weights is None:
+                continue
+            x, act_scale, chain = source
+            x, replayed = _replay(model, x, chain)
+            if node.op_type == "Conv":
+                if _attr(node, "group", 1) != 1 or any(d != 1 for d in _attr(node, "dilations", [1, 1])):
+                    continue
+                pads = list(_attr(node, "pads", [0, 0, 0, 0]))
+                if len(weights.shape) != 4 or pads[:2] != pads[2:]:
+                    continue
+                split = _signs_and_scales(weights)
+                if split is None:
+                    continue
+                signs, scales = split
+                strides = list(_attr(node, "strides", [1, 1]))
+                packed = _const(model, pack_weights_conv(signs), np.uint64)
+                raw = model.make_new_valueinfo_name()
+                kernel = binary_conv2d_node(x, packed, raw, in_channels=weights.shape[1],
+                                            kernel_shape=tuple(weights.shape[2:]), stride=tuple(strides),
+                                            pad=tuple(pads[:2]))
+                scale_shape = (1, -1, 1, 1)
+            else:
+                split = _signs_and_scales(weights.T) if weights.ndim == 2 else None
+                if split is None:
+                    continue
+                signs, scales = split
+                packed = _const(model, pack_weights_matmul(signs), np.uint64)
+                raw = model.make_new_valueinfo_name()
+                kernel = binary_matmul_node(x, packed, raw, in_features=weights.shape[0])
+                scale_shape = (1, -1)
+            scaled = node.output[0] if len(node.input) < 3 else model.make_new_valueinfo_name()
+            scale = _const(model, (scales * act_scale).reshape(scale_shape))
+            new = [*replayed, kernel, helper.make_node("Mul", [raw, scale], [scaled])]
+            if len(node.input) >= 3:  # a Conv bias
+                bias = model.get_initializer(node.input[2]).reshape(scale_shape)
+                new.append(helper.make_node("Add", [scaled, _const(model, bias)], [node.output[0]]))
+            graph.node.remove(node)
+            for offset, item in enumerate(new):
+                graph.node.insert(index + offset, item)
+            return model, True
+        return model, False
+
+
+class RemoveDeadNodes(Transformation):
+    """Nodes none of whose outputs is read (the float signs the kernel's layers no longer take)."""
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        outputs = {o.name for o in model.graph.output}
+        read = {name for node in model.graph.node for name in node.input} | outputs
+        dead = [node for node in model.graph.node if not any(o in read for o in node.output)]
+        for node in dead:
+            model.graph.node.remove(node)
+        return model, bool(dead)
+
+
+def bitpacked_model(reference: ModelWrapper) -> tuple[ModelWrapper, int]:
+    """The reference model with its binary layers on our kernel; also returns how many layers were replaced."""
+    from bnnflow.pipeline.edge.custom_ops import DOMAIN, OPSET
+
+    model = reference.transform(BinaryLayersToKernel(), make_deepcopy=True)
+    replaced = sum(n.domain == DOMAIN for n in model.graph.node)
+    if replaced and all(o.domain != DOMAIN for o in model.model.opset_import):
+        model.model.opset_import.append(OPSET)
+    model = model.transform(RemoveDeadNodes()).transform(RemoveUnusedTensors()).transform(SortGraph())
+    return model.transform(GiveUniqueNodeNames()), replaced
+
+
+def float_input_info(model: ModelWrapper) -> tuple[str, list[int]]:
+    """The graph input's name and shape (batch first)."""
+    inp = model.graph.input[0]
+    if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise UnsupportedGraphError(f"the model's input {inp.name} is not float32")
+    return inp.name, model.get_tensor_shape(inp.name)
