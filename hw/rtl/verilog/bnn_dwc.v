@@ -25,57 +25,74 @@ module bnn_dwc #(
 
     generate
         if (OUT_L % IN_L == 0) begin : g_up
+            // collect K-1 beats, then move them with the K-th into the output register; in_ready depends on
+            // registers only, so no ready path runs combinationally from the consumer through this converter
             localparam integer K = OUT_L / IN_L;
             localparam integer KW = K > 1 ? $clog2(K) : 1;
             localparam integer K_LAST_I = K - 1;
             localparam [KW-1:0] K_LAST = K_LAST_I[KW-1:0];
-            reg [OW-1:0] buffer;
+            reg [(K-1)*IW-1:0] buffer;
+            reg [OW-1:0] obuf;
             reg [KW-1:0] n;
-            reg full;
-            assign in_ready = !full || out_ready;
-            assign out_valid = full;
-            assign out_data = buffer;
+            reg ofull;
+            wire last = n == K_LAST;
+            assign in_ready = !(last && ofull);
+            wire in_fire = in_valid && in_ready;
+            assign out_valid = ofull;
+            assign out_data = obuf;
             always @(posedge clk) begin
                 if (rst) begin
                     n <= 0;
-                    full <= 1'b0;
+                    ofull <= 1'b0;
                 end else begin
-                    if (full && out_ready) full <= 1'b0;
-                    if (in_valid && (!full || out_ready)) begin
-                        n <= n == K_LAST ? 0 : n + 1'b1;
-                        if (n == K_LAST) full <= 1'b1;
+                    if (ofull && out_ready) ofull <= 1'b0;
+                    if (in_fire) begin
+                        n <= last ? 0 : n + 1'b1;
+                        if (last) ofull <= 1'b1;
                     end
                 end
             end
             always @(posedge clk) begin
-                if (in_valid && (!full || out_ready)) buffer[n*IW +: IW] <= in_data;
+                if (in_fire && !last) buffer[n*IW +: IW] <= in_data;
+                if (in_fire && last) obuf <= {in_data, buffer};
             end
         end else if (IN_L % OUT_L == 0) begin : g_down
+            // send a beat in K parts while the next beat waits in `nxt`: in_ready is a register, and a new beat
+            // is taken every K cycles
             localparam integer K = IN_L / OUT_L;
             localparam integer KW = $clog2(K);
             localparam integer K_LAST_I = K - 1;
             localparam [KW-1:0] K_LAST = K_LAST_I[KW-1:0];
             reg [IW-1:0] buffer;
+            reg [IW-1:0] nxt;
             reg [KW-1:0] n;
             reg full;
+            reg nfull;
             wire out_fire = full && out_ready;
-            assign in_ready = !full || (out_ready && n == K_LAST);
+            wire free = !full || (out_fire && n == K_LAST);  // the buffer can take a beat this cycle
+            assign in_ready = !nfull;
+            wire in_fire = in_valid && !nfull;
             assign out_valid = full;
             assign out_data = buffer[n*OW +: OW];
             always @(posedge clk) begin
                 if (rst) begin
                     n <= 0;
                     full <= 1'b0;
+                    nfull <= 1'b0;
                 end else begin
-                    if (out_fire) begin
-                        n <= n == K_LAST ? 0 : n + 1'b1;
-                        if (n == K_LAST) full <= 1'b0;
+                    if (out_fire) n <= n == K_LAST ? 0 : n + 1'b1;
+                    if (free) begin
+                        full <= nfull || in_fire;
+                        nfull <= nfull && in_fire;
+                    end else if (in_fire) begin
+                        nfull <= 1'b1;
                     end
-                    if (in_valid && in_ready) full <= 1'b1;
                 end
             end
             always @(posedge clk) begin
-                if (in_valid && in_ready) buffer <= in_data;
+                if (free && nfull) buffer <= nxt;
+                else if (free && in_fire) buffer <= in_data;
+                if (in_fire && (!free || nfull)) nxt <= in_data;
             end
         end else begin : g_gearbox
             localparam integer CAP = 2 * (IN_L + OUT_L);
