@@ -23,3 +23,16 @@ def test_fpga_benchmark_smoke(tmp_path: Path) -> None:
     (result,) = main(["--networks", "tfc", "--frames", "30", "--no-build", "--out", str(tmp_path)])
     assert result["cosim_mismatches"] == 0 and result["cosim_frames"] == 30
     assert result["initiation_interval_cycles"] <= 100  # 1 M frames/s at 100 MHz
+
+
+def test_edge_benchmark_smoke(tmp_path: Path) -> None:
+    """Bi-Real Net 18 at 32x32 (the CIFAR stem), a few rounds: all three models run, the kernel's agree."""
+    from benchmarks.edge import main
+
+    report = main(["--size", "32", "--runs", "3", "--warmup", "1", "--out", str(tmp_path)])
+    assert report["bitpacked_equals_reference"]
+    assert set(report["models"]) == {"float_resnet18", "reference", "bitpacked"}
+    from bnnflow.pipeline.edge.runtime import providers
+
+    assert all(entry["p50_ms"] > 0 and entry["provider"] in providers() for entry in report["models"].values())
+    assert json.loads((tmp_path / "edge.json").read_text())["runs"] == 3

@@ -27,9 +27,15 @@ CONV_ATTRIBUTES = ("in_channels", "kernel_h", "kernel_w", "stride_h", "stride_w"
 @onnx_op(op_type="BinaryConv2d", inputs=[PyOp.dt_float, PyOp.dt_uint64], outputs=[PyOp.dt_float],
          attrs={name: PyOp.dt_int64 for name in CONV_ATTRIBUTES})
 def binary_conv2d_op(x: np.ndarray, wp: np.ndarray, **attrs: int) -> np.ndarray:
-    """X float NCHW, Wp uint64 [M, kernel_h * kernel_w * ceil(in_channels / 64)] -> Y float NCHW."""
-    return kernel.binary_conv2d(x, wp, attrs["in_channels"], attrs["kernel_h"], attrs["kernel_w"],
-                                (attrs["stride_h"], attrs["stride_w"]), (attrs["pad_h"], attrs["pad_w"]))
+    """X float NCHW, Wp uint64 [M, kernel_h * kernel_w * ceil(in_channels / 64)] -> Y float NCHW.
+
+    The result goes into a per-thread buffer: ``_invoke`` hands it to the extensions library, which copies it
+    into ONNX Runtime's output before this thread runs another op."""
+    (kh, kw), (sh, sw), (ph, pw) = ((attrs[f"{k}_h"], attrs[f"{k}_w"]) for k in ("kernel", "stride", "pad"))
+    n, _, h, w = x.shape
+    shape = (n, wp.shape[0], (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+    return kernel.binary_conv2d(x, wp, attrs["in_channels"], kh, kw, (sh, sw), (ph, pw),
+                                out=kernel.scratch(shape, np.float32, "conv output"))
 
 
 @onnx_op(op_type="BinaryMatMul", inputs=[PyOp.dt_float, PyOp.dt_uint64], outputs=[PyOp.dt_float],

@@ -18,6 +18,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -121,9 +122,23 @@ def _words(wp: np.ndarray, words: int, what: str) -> np.ndarray:
     return wp
 
 
+def scratch(shape: tuple[int, ...], dtype: type, slot: str) -> np.ndarray:
+    """A buffer of this thread's, reused while the shape stays the same: fresh pages cost more than the kernel's
+    own work on small feature maps. The caller must be done with it before its thread asks for ``slot`` again."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(slot)
+    if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+        buffer = buffers[slot] = np.empty(shape, dtype=dtype)
+    return buffer
+
+
+_SCRATCH = threading.local()
+
+
 def binary_conv2d(x: np.ndarray, wp: np.ndarray, c: int, kh: int, kw: int, stride: int | tuple[int, int] = 1,
-                  pad: int | tuple[int, int] = 0) -> np.ndarray:
-    """``conv2d(sign(x), sign(w))`` with zero padding, for float NCHW ``x`` and packed weights ``wp``; float32 NCHW."""
+                  pad: int | tuple[int, int] = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """``conv2d(sign(x), sign(w))`` with zero padding, for float NCHW ``x`` and packed weights ``wp``; float32 NCHW
+    (written into ``out`` when given: a C-contiguous float32 array of the output's shape)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, cx, h, w = x.shape
     if cx != c:
@@ -135,9 +150,11 @@ def binary_conv2d(x: np.ndarray, wp: np.ndarray, c: int, kh: int, kw: int, strid
     cw = -(-c // 64)
     wp = _words(wp, kh * kw * cw, "convolution")
     library = load_library()
-    xp = np.empty((n, h, w, cw), dtype=np.uint64)
+    xp = scratch((n, h, w, cw), np.uint64, "packed input")
     library.bnn_pack_nhwc(x.ctypes.data, n, c, h, w, xp.ctypes.data)
-    y = np.empty((n, wp.shape[0], oh, ow), dtype=np.float32)
+    y = np.empty((n, wp.shape[0], oh, ow), dtype=np.float32) if out is None else out
+    if y.shape != (n, wp.shape[0], oh, ow) or y.dtype != np.float32 or not y.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, wp.shape[0], oh, ow)}")
     library.bnn_conv2d(xp.ctypes.data, n, c, h, w, wp.ctypes.data, wp.shape[0], kh, kw, sh, sw, ph, pw, y.ctypes.data)
     return _checked(y)
 

@@ -214,6 +214,30 @@ class RemoveDeadNodes(Transformation):
         return model, bool(dead)
 
 
+class FoldScaleIntoBatchNorm(Transformation):
+    """``Mul(y, s) -> BatchNormalization`` (s per channel, positive) becomes one BatchNormalization with
+    ``gamma * s`` and ``mean / s``: the kernel's scale costs no pass over the feature map. Only a float
+    BatchNorm (a real-valued residual stream) is left to take it; the ones before a sign are integer steps."""
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for mul in model.graph.node:
+            scale = model.get_initializer(mul.input[1]) if mul.op_type == "Mul" else None
+            consumers = model.find_consumers(mul.output[0]) if scale is not None else []
+            if len(consumers) != 1 or consumers[0].op_type != "BatchNormalization" or np.any(scale <= 0):
+                continue
+            bn = consumers[0]
+            gamma, mean = model.get_initializer(bn.input[1]), model.get_initializer(bn.input[3])
+            if gamma is None or mean is None:
+                continue
+            flat = np.broadcast_to(scale.reshape(-1), gamma.shape).astype(np.float32)
+            model.set_initializer(bn.input[1], (gamma * flat).astype(np.float32))
+            model.set_initializer(bn.input[3], (mean / flat).astype(np.float32))
+            bn.input[0] = mul.input[0]
+            model.graph.node.remove(mul)
+            return model, True
+        return model, False
+
+
 def bitpacked_model(reference: ModelWrapper) -> tuple[ModelWrapper, int]:
     """The reference model with its binary layers on our kernel; also returns how many layers were replaced."""
     from bnnflow.pipeline.edge.custom_ops import DOMAIN, OPSET
@@ -222,7 +246,8 @@ def bitpacked_model(reference: ModelWrapper) -> tuple[ModelWrapper, int]:
     replaced = sum(n.domain == DOMAIN for n in model.graph.node)
     if replaced and all(o.domain != DOMAIN for o in model.model.opset_import):
         model.model.opset_import.append(OPSET)
-    model = model.transform(RemoveDeadNodes()).transform(RemoveUnusedTensors()).transform(SortGraph())
+    model = model.transform(FoldScaleIntoBatchNorm()).transform(RemoveDeadNodes()).transform(RemoveUnusedTensors())
+    model = model.transform(SortGraph())
     return model.transform(GiveUniqueNodeNames()), replaced
 
 
