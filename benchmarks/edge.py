@@ -3,7 +3,8 @@
     python benchmarks/edge.py [--runs 50] [--threads 1] [--out runs/bench/edge]
 
 Exports Bi-Real Net 18 (random weights, 1000 classes) to QONNX, builds its edge variants (reference: standard
-ops; bitpacked: the binary convs on bnnflow's XNOR kernel), exports the float ResNet-18 of the same layout, and
+ops; int8: the binary convs as int8 QDQ for ONNX Runtime's QLinearConv, calibrated on random images; bitpacked:
+the binary convs on bnnflow's XNOR kernel), exports the float ResNet-18 of the same layout, and
 times all three in interleaved rounds (``pipeline/edge/bench.py``). Prints p50/p90/p99 latency and each
 variant's speed-up over the float model, checks the bitpacked outputs against the reference's, and writes JSON.
 """
@@ -22,6 +23,7 @@ import torch
 from bnnflow.models import create_model
 from bnnflow.pipeline.edge import runtime
 from bnnflow.pipeline.edge.bench import float_twin, measure
+from bnnflow.pipeline.edge.int8 import int8_model
 from bnnflow.pipeline.edge.variants import bitpacked_model, reference_model
 from bnnflow.pipeline.export import export_model
 
@@ -39,9 +41,13 @@ def build(out: Path, size: int) -> dict[str, Path]:
     if replaced != 16:
         sys.exit(f"edge benchmark: {replaced} of Bi-Real-18's 16 binary convs reached the kernel")
     paths = {"float_resnet18": float_twin("resnet18", shape, 1000, out / "resnet18.onnx"),
-             "reference": out / "birealnet18_reference.onnx", "bitpacked": out / "birealnet18_bitpacked.onnx"}
+             "reference": out / "birealnet18_reference.onnx", "int8": out / "birealnet18_int8.onnx",
+             "bitpacked": out / "birealnet18_bitpacked.onnx"}
     reference.save(str(paths["reference"]))
     bitpacked.save(str(paths["bitpacked"]))
+    calibration = np.random.default_rng(1).random((8, *shape), dtype=np.float32)
+    if int8_model(reference, calibration, paths["int8"]) != 16:
+        sys.exit("edge benchmark: not all of Bi-Real-18's 16 binary convs were quantized to int8")
     return paths
 
 

@@ -31,7 +31,7 @@ def test_edge_benchmark_smoke(tmp_path: Path) -> None:
 
     report = main(["--size", "32", "--runs", "3", "--warmup", "1", "--out", str(tmp_path)])
     assert report["bitpacked_equals_reference"]
-    assert set(report["models"]) == {"float_resnet18", "reference", "bitpacked"}
+    assert set(report["models"]) == {"float_resnet18", "reference", "int8", "bitpacked"}
     from bnnflow.pipeline.edge.runtime import providers
 
     assert all(entry["p50_ms"] > 0 and entry["provider"] in providers() for entry in report["models"].values())

@@ -1,8 +1,10 @@
-"""The edge export of a run: ``RUN/edge/{reference,bitpacked}.onnx``, each checked before it is kept.
+"""The edge export of a run: ``RUN/edge/{reference,int8,bitpacked}.onnx``, each checked before it is kept.
 
 A run that compiled to hardware (dataflow.onnx) is checked against the bit-exact simulator: every test output
-of each variant must equal the simulator's, mapped to model outputs (``pipeline/golden.py``). A network that has
-no hardware form (a residual one) is checked against model.qonnx under qonnx's executor instead.
+of the exact variants (reference, bitpacked) must equal the simulator's, mapped to model outputs
+(``pipeline/golden.py``). A network that has no hardware form (a residual one) is checked against model.qonnx
+under qonnx's executor instead. The int8 variant requantizes accumulators, so it is measured, not required to
+match: how many outputs differ, how many labels change, and the test accuracy of each variant.
 """
 
 from __future__ import annotations
@@ -18,20 +20,25 @@ from bnnflow.errors import VerificationError
 from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.console import out
 from bnnflow.pipeline.edge import runtime
+from bnnflow.pipeline.edge.int8 import int8_model
 from bnnflow.pipeline.edge.variants import bitpacked_model, reference_model
 from bnnflow.pipeline.golden import SCORE_RTOL, expected_outputs, model_inputs
 from bnnflow.pipeline.onnx_files import load_model, save_model
-from bnnflow.pipeline.rundir import RunDir, atomic_write_text
+from bnnflow.pipeline.rundir import RunDir, atomic_path, atomic_write_text
+
+EXACT_VARIANTS = ("reference", "bitpacked")
 
 
-def write_variants(model: ModelWrapper, folder: Path) -> dict[str, Any]:
-    """reference.onnx and bitpacked.onnx of ``model`` in ``folder``."""
+def write_variants(model: ModelWrapper, folder: Path, calibration: np.ndarray) -> dict[str, Any]:
+    """reference.onnx, int8.onnx (calibrated on ``calibration``) and bitpacked.onnx of ``model`` in ``folder``."""
     reference = reference_model(model)
     bitpacked, replaced = bitpacked_model(reference)
     folder.mkdir(parents=True, exist_ok=True)
     save_model(reference, folder / "reference.onnx")
     save_model(bitpacked, folder / "bitpacked.onnx")
-    return {"binary_layers_on_kernel": replaced}
+    with atomic_path(folder / "int8.onnx") as tmp:
+        quantized = int8_model(reference, calibration, tmp)
+    return {"binary_layers_on_kernel": replaced, "binary_layers_int8": quantized}
 
 
 def mismatches(expected: np.ndarray, got: np.ndarray) -> int:
@@ -48,9 +55,10 @@ def edge_export_run(cfg: Config, run: RunDir) -> dict[str, Any]:
     """Write the variants of the run's model.qonnx and check each on the test inputs."""
     model = load_model(run.qonnx, "export")
     folder = run.root / "edge"
-    figures = write_variants(model, folder)
     samples = cfg.compile.verify_samples
     images = model_inputs(cfg, run, samples or 10**9)
+    figures = write_variants(model, folder, images[:CALIBRATION_SAMPLES])
+    labels = test_labels(cfg, run, len(images))
     if run.dataflow.is_file():
         expected, label = expected_outputs(cfg, run, images)
         against = "the simulator"
@@ -60,16 +68,40 @@ def edge_export_run(cfg: Config, run: RunDir) -> dict[str, Any]:
         expected, label = execute(model, images)[model.graph.output[0].name], False
         against = "model.qonnx"
     report: dict[str, Any] = {"checked_against": against, "samples": len(images), "variants": {}}
-    for variant in ("reference", "bitpacked"):
-        got = runtime.run_batches(runtime.session(folder / f"{variant}.onnx"), images)
-        if label:
-            got = got.reshape(len(images), -1).argmax(axis=1)[:, None]
-        report["variants"][variant] = {"mismatches": mismatches(expected, got), "file": f"{variant}.onnx"}
+    for variant in ("reference", "int8", "bitpacked"):
+        scores = runtime.run_batches(runtime.session(folder / f"{variant}.onnx"), images).reshape(len(images), -1)
+        got = scores.argmax(axis=1)[:, None] if label else scores
+        entry = {"file": f"{variant}.onnx", "exact": variant in EXACT_VARIANTS, "mismatches": mismatches(expected, got)}
+        if variant == "int8":
+            reference_labels = report["variants"]["reference"]["labels"]
+            entry["label_changes"] = int((scores.argmax(axis=1) != reference_labels).sum())
+        if labels is not None:
+            entry["test_accuracy"] = round(float((scores.argmax(axis=1) == labels).mean()), 4)
+        report["variants"][variant] = {**entry, "labels": scores.argmax(axis=1)}
+    for entry in report["variants"].values():
+        del entry["labels"]
     atomic_write_text(folder / "export.json", json.dumps({**figures, **report}, indent=2) + "\n")
-    bad = {v: r["mismatches"] for v, r in report["variants"].items() if r["mismatches"]}
+    bad = {v: r["mismatches"] for v, r in report["variants"].items() if r["exact"] and r["mismatches"]}
     if bad:
         raise VerificationError(f"edge: outputs differ from {against} on {len(images)} test inputs: "
                                 f"{', '.join(f'{v} {n}' for v, n in bad.items())}; see {folder / 'export.json'}")
+    int8 = report["variants"]["int8"]
     out.info(f"edge: reference and bitpacked ({figures['binary_layers_on_kernel']} binary layers on the kernel) "
-             f"equal {against} on all {len(images)} test inputs")
-    return {**figures, "checked_against": against, "verified_samples": len(images), "mismatches": 0}
+             f"equal {against} on all {len(images)} test inputs; int8 ({figures['binary_layers_int8']} layers) "
+             f"changes {int8['label_changes']} of {len(images)} predicted labels")
+    accuracy = {f"{v}_test_accuracy": r["test_accuracy"] for v, r in report["variants"].items() if "test_accuracy" in r}
+    return {**figures, "checked_against": against, "verified_samples": len(images), "mismatches": 0,
+            "int8_label_changes": int8["label_changes"], **accuracy}
+
+
+#: inputs the int8 variant's activation ranges are calibrated on
+CALIBRATION_SAMPLES = 64
+
+
+def test_labels(cfg: Config, run: RunDir, count: int) -> np.ndarray | None:
+    """The test split's labels, or None for a run compiled from a file (its inputs have none)."""
+    if (run.verify_dir / "inputs.npy").is_file():
+        return None
+    from bnnflow.pipeline.data import load_data, stack
+
+    return stack(load_data(cfg.data).test)[1].numpy()[:count]

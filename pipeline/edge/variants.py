@@ -105,7 +105,7 @@ def reference_model(qonnx_model: ModelWrapper) -> ModelWrapper:
 SIGN_COMMUTING = ("Reshape", "Flatten", "Transpose", "MaxPool")
 
 
-def _binary_source(model: ModelWrapper, tensor: str) -> tuple[str, float, list] | None:
+def binary_source(model: ModelWrapper, tensor: str) -> tuple[str, float, list] | None:
     """(x, s, ops) when ``tensor`` is ``ops(Where(x >= 0, s, -s))``, ``ops`` a chain of sign-commuting nodes."""
     chain = []
     producer = model.find_producer(tensor)
@@ -157,7 +157,7 @@ class BinaryLayersToKernel(Transformation):
         for index, node in enumerate(list(graph.node)):
             if node.op_type not in ("Conv", "MatMul"):
                 continue
-            source = _binary_source(model, node.input[0])
+            source = binary_source(model, node.input[0])
             weights = model.get_initializer(node.input[1])
             if source is None or weights is None:
                 continue
