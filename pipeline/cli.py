@@ -417,6 +417,26 @@ def edge_export(run_dir: Annotated[Path, typer.Argument(help="A run directory wi
     _print_summary(run.root, run_steps(run.read_config(), run, [step_edge]))
 
 
+@edge_app.command("bundle")
+def edge_bundle(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory whose edge models `bnnflow edge export` wrote.")],
+    target: Annotated[str, typer.Option(help="rpi (Raspberry Pi OS 64-bit) or jetson (JetPack).")] = "rpi",
+) -> None:
+    """Pack RUN/edge into RUN/edge/bundle-TARGET.tar.gz: the models, labels, sample inputs, a one-file runner
+    (onnxruntime and numpy only), the kernel's source with its build line, and a README for the target."""
+    from bnnflow.pipeline.edge.stage import edge_bundle_run
+    from bnnflow.pipeline.rundir import RunDir
+    from bnnflow.pipeline.steps import run_steps
+
+    run = RunDir(run_dir)
+
+    def step_bundle(cfg, run):
+        """Pack the deploy bundle."""
+        return edge_bundle_run(cfg, run, target)
+
+    _print_summary(run.root, run_steps(run.read_config(), run, [step_bundle]))
+
+
 @app.command()
 def boards() -> None:
     """List the boards folding can target, with their FPGA and budgets."""

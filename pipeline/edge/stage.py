@@ -105,3 +105,25 @@ def test_labels(cfg: Config, run: RunDir, count: int) -> np.ndarray | None:
     from bnnflow.pipeline.data import load_data, stack
 
     return stack(load_data(cfg.data).test)[1].numpy()[:count]
+
+
+def edge_bundle_run(cfg: Config, run: RunDir, target: str) -> dict[str, Any]:
+    """RUN/edge/bundle-TARGET.tar.gz from the exported variants, with the run's class names and sample inputs."""
+    from bnnflow.pipeline.edge.bundle import write_bundle
+
+    folder = run.root / "edge"
+    report = folder / "export.json"
+    accuracy = {}
+    if report.is_file():
+        variants = json.loads(report.read_text()).get("variants", {})
+        accuracy = {v: r["test_accuracy"] for v, r in variants.items() if "test_accuracy" in r}
+    if (run.verify_dir / "inputs.npy").is_file():
+        classes = load_model(run.qonnx, "export").get_tensor_shape(load_model(run.qonnx, "export").graph.output[0].name)
+        labels = [str(i) for i in range(classes[-1])]
+    else:
+        from bnnflow.pipeline.data import load_data
+
+        labels = list(load_data(cfg.data).class_names)
+    archive = write_bundle(folder, target, labels, model_inputs(cfg, run, 8), run.root.name, accuracy)
+    out.info(f"edge: wrote {archive} ({archive.stat().st_size / 1e6:.1f} MB) for {target}")
+    return {"bundle": str(archive.relative_to(run.root)), "target": target, "bytes": archive.stat().st_size}

@@ -16,18 +16,6 @@ from bnnflow.pipeline.edge import runtime
 from bnnflow.pipeline.edge.variants import bitpacked_model, reference_model
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory) -> Path:
-    from bnnflow.pipeline.config import Config
-    from bnnflow.pipeline.steps import prepare_run, run_steps, validate
-
-    cfg = validate(Config().with_overrides({"train.epochs": 2, "train.threads": 1, "compile.target_fps": 50_000,
-                                            "compile.verify_samples": 0}))
-    run = prepare_run(cfg, tmp_path_factory.mktemp("edge") / "digits")
-    run_steps(cfg, run, ["train", "export", "compile"])
-    return run.root
-
-
 def test_digits_variants_equal_the_simulator_on_the_whole_test_split(cli, digits_run: Path) -> None:
     done = cli("edge", "export", str(digits_run))
     assert done.returncode == 0, done.stderr
