@@ -417,6 +417,45 @@ def edge_export(run_dir: Annotated[Path, typer.Argument(help="A run directory wi
     _print_summary(run.root, run_steps(run.read_config(), run, [step_edge]))
 
 
+@edge_app.command("bench")
+def edge_bench(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory whose edge models `bnnflow edge export` wrote.")],
+    runs: Annotated[int, typer.Option(help="Timed rounds (each runs every model once, batch 1).")] = 50,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0 = its default).")] = 1,
+    provider: Annotated[Optional[str], typer.Option(help="cpu, cuda or tensorrt [default: the best present].")] = None,
+) -> None:
+    """Latency (p50, p90, p99) and frames/s of each edge model and of the float model of the same architecture,
+    measured in interleaved rounds, into RUN/edge/bench.json and bench.png."""
+    from bnnflow.errors import ConfigError
+    from bnnflow.pipeline.edge.bench import bench_run
+    from bnnflow.pipeline.edge.runtime import providers
+    from bnnflow.pipeline.rundir import RunDir
+    from bnnflow.pipeline.steps import run_steps
+
+    run = RunDir(run_dir)
+    if not (run.root / "edge" / "bitpacked.onnx").is_file():
+        raise ConfigError(f"{run.root} has no edge models; run `bnnflow edge export {run.root}` first")
+    chosen = providers(provider)
+    out.info(f"edge bench: running on {chosen[0]}" + (f" (also available: {', '.join(chosen[1:])})"
+                                                      if len(chosen) > 1 else ""))
+
+    def step_bench(cfg, run):
+        """Time the edge models."""
+        from bnnflow.pipeline.onnx_files import load_model
+
+        model = load_model(run.qonnx, "export")
+        shape = tuple(model.get_tensor_shape(model.graph.input[0].name)[1:])
+        classes = model.get_tensor_shape(model.graph.output[0].name)[-1]
+        report = bench_run(run.root, cfg.model.name, shape, classes, runs, threads, provider)
+        for name, entry in report["models"].items():
+            out.info(f"{name:>10}: p50 {entry['p50_ms']:.3f} ms, p90 {entry['p90_ms']:.3f}, p99 "
+                     f"{entry['p99_ms']:.3f}; {entry['frames_per_second']:,.0f} frames/s, "
+                     f"{entry['speedup_vs_float']}x the float model")
+        return {f"{name}_p50_ms": entry["p50_ms"] for name, entry in report["models"].items()}
+
+    _print_summary(run.root, run_steps(run.read_config(), run, [step_bench]))
+
+
 @edge_app.command("bundle")
 def edge_bundle(
     run_dir: Annotated[Path, typer.Argument(help="A run directory whose edge models `bnnflow edge export` wrote.")],

@@ -3,12 +3,15 @@ machine's load hits them all alike and their ratios stay meaningful on a shared 
 
 from __future__ import annotations
 
+import copy
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.pipeline.edge import runtime
 
@@ -24,6 +27,69 @@ def float_twin(name: str, input_shape: tuple[int, ...], num_classes: int, path: 
         warnings.simplefilter("ignore")
         torch.onnx.export(model, torch.zeros(1, *input_shape), str(path), dynamo=False, opset_version=17)
     return path
+
+
+#: registered binary models whose float counterpart is a model of its own
+FLOAT_TWINS = {"birealnet18": "resnet18"}
+
+
+def float_graph(reference: ModelWrapper) -> ModelWrapper:
+    """The reference graph without its binarization (each sign bypassed): the same layers in float, so the same
+    work for ONNX Runtime as a float network of that architecture."""
+    from bnnflow.pipeline.edge.variants import RemoveDeadNodes, binary_source
+
+    model = copy.deepcopy(reference)
+    for node in list(model.graph.node):
+        if node.op_type == "Where" and binary_source(model, node.output[0]) is not None:
+            source = binary_source(model, node.output[0])[0]
+            for consumer in model.find_consumers(node.output[0]):
+                consumer.input[list(consumer.input).index(node.output[0])] = source
+    return model.transform(RemoveDeadNodes())
+
+
+def bench_run(run_root: Path, model_name: str, input_shape: tuple[int, ...], num_classes: int, runs: int,
+              threads: int, provider: str | None) -> dict[str, Any]:
+    """Time the run's exported variants and the float model of the same architecture; write bench.json / .png."""
+    from bnnflow.pipeline.rundir import atomic_write_text
+
+    folder = run_root / "edge"
+    if model_name in FLOAT_TWINS:
+        twin = float_twin(FLOAT_TWINS[model_name], input_shape, num_classes, folder / "float.onnx")
+    else:
+        float_graph(ModelWrapper(str(folder / "reference.onnx"))).save(str(folder / "float.onnx"))
+        twin = folder / "float.onnx"
+    models = {"float": twin, **{v: folder / f"{v}.onnx" for v in ("reference", "int8", "bitpacked")}}
+    report = measure(models, runs=runs, threads=threads, provider=provider)
+    base = report["models"]["float"]["p50_ms"]
+    for entry in report["models"].values():
+        entry["speedup_vs_float"] = round(base / entry["p50_ms"], 2)
+    atomic_write_text(folder / "bench.json", json.dumps(report, indent=2) + "\n")
+    plot(report, folder / "bench.png")
+    return report
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """p50 latency per model with p90-p99 whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bnnflow.pipeline.rundir import atomic_path
+
+    names = list(report["models"])
+    p50 = [report["models"][n]["p50_ms"] for n in names]
+    p99 = [report["models"][n]["p99_ms"] for n in names]
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
+    ax.barh(names, p50, xerr=[[0] * len(names), [b - a for a, b in zip(p50, p99)]], color="#2e86c1")
+    for i, name in enumerate(names):
+        ax.text(p50[i], i, f"  {report['models'][name]['speedup_vs_float']}x", va="center")
+    ax.set_xlabel(f"latency, ms (p50, whisker to p99; batch 1, {report['threads']} thread(s))")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
 
 
 def measure(models: dict[str, Path], runs: int = 50, warmup: int = 5, threads: int = 1,
