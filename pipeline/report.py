@@ -13,6 +13,16 @@ from typing import Any
 from bnnflow.pipeline.rundir import RunDir, atomic_path, atomic_write_text
 
 
+def save_png(fig, path: Path) -> None:
+    """Lay out ``fig``, write it to ``path`` as PNG (whole or not at all), and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     """Loss and accuracy per epoch, train and test."""
     import matplotlib
@@ -32,10 +42,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def _figure(value: Any) -> str:

@@ -28,6 +28,7 @@ from bnnflow.pipeline.data import load_data, stack
 from bnnflow.pipeline.execute import execute
 from bnnflow.pipeline.export import compare_outputs
 from bnnflow.pipeline.onnx_files import load_model, save_model
+from bnnflow.pipeline.report import save_png
 from bnnflow.pipeline.rundir import RunDir, atomic_path, atomic_write_text
 
 
@@ -98,10 +99,7 @@ def plot_estimates(estimates: dict[str, Any], path) -> None:
     ax_luts.set_xlabel(f"LUTs ({estimates['fabric']})")
     ax_luts.set_title(f"{estimates['luts']:,} LUTs, {estimates['ram_blocks']} block RAMs")
     ax_luts.invert_yaxis()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def compile_run(cfg: Config, run: RunDir, images: np.ndarray | None = None) -> dict[str, Any]:

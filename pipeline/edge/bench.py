@@ -75,7 +75,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bnnflow.pipeline.rundir import atomic_path
+    from bnnflow.pipeline.report import save_png
 
     names = list(report["models"])
     p50 = [report["models"][n]["p50_ms"] for n in names]
@@ -86,10 +86,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.text(p50[i], i, f"  {report['models'][name]['speedup_vs_float']}x", va="center")
     ax.set_xlabel(f"latency, ms (p50, whisker to p99; batch 1, {report['threads']} thread(s))")
     ax.invert_yaxis()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def measure(models: dict[str, Path], runs: int = 50, warmup: int = 5, threads: int = 1,
