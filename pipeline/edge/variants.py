@@ -88,6 +88,26 @@ class QuantToStandardOps(Transformation):
         ]
 
 
+class FloorModePooling(Transformation):
+    """AveragePool / MaxPool with ``ceil_mode`` where no window is partial: floor mode is the same computation, and
+    ONNX Runtime's ceil-mode AveragePool with padding counted is a slow path (3.5x here on a 64x56x56 map)."""
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for node in model.graph.node:
+            ceil = get_by_name(node.attribute, "ceil_mode")
+            if node.op_type not in ("AveragePool", "MaxPool") or ceil is None or ceil.i == 0:
+                continue
+            dims = model.get_tensor_shape(node.input[0])[2:]
+            kernel = _attr(node, "kernel_shape", [])
+            strides = _attr(node, "strides", [1] * len(kernel))
+            pads = _attr(node, "pads", [0] * 2 * len(kernel))
+            if all((d + pads[i] + pads[i + len(kernel)] - k) % st == 0
+                   for i, (d, k, st) in enumerate(zip(dims, kernel, strides))):
+                ceil.i = 0
+                return model, True
+        return model, False
+
+
 def reference_model(qonnx_model: ModelWrapper) -> ModelWrapper:
     """model.qonnx in standard ONNX ops (see the module docstring)."""
     model = qonnx_model.transform(FoldConstants(exclude_op_types=[]))
@@ -96,7 +116,8 @@ def reference_model(qonnx_model: ModelWrapper) -> ModelWrapper:
     leftover = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     if leftover:
         raise UnsupportedGraphError(f"the edge path has no standard form of {', '.join(leftover)}")
-    model = model.transform(InferShapes()).transform(RemoveUnusedTensors()).transform(GiveUniqueNodeNames())
+    model = model.transform(InferShapes()).transform(FloorModePooling()).transform(RemoveUnusedTensors())
+    model = model.transform(GiveUniqueNodeNames())
     del model.graph.quantization_annotation[:]  # qonnx's datatype notes; nothing in ONNX Runtime reads them
     return model
 
