@@ -62,7 +62,7 @@ def edge_export_run(cfg: Config, run: RunDir) -> dict[str, Any]:
     samples = cfg.compile.verify_samples
     images = model_inputs(cfg, run, samples or 10**9)
     figures = write_variants(model, folder, images[:CALIBRATION_SAMPLES])
-    labels = test_labels(cfg, run, len(images))
+    labels = split_labels(cfg, run, len(images))
     if run.dataflow.is_file():
         expected, label = expected_outputs(cfg, run, images)
         against = "the simulator"
@@ -73,19 +73,18 @@ def edge_export_run(cfg: Config, run: RunDir) -> dict[str, Any]:
         against = "model.qonnx"
     float_network = against == "model.qonnx" and not is_integer_network(model)
     report: dict[str, Any] = {"checked_against": against, "samples": len(images), "variants": {}}
+    predicted: dict[str, np.ndarray] = {}
     for variant in ("reference", "int8", "bitpacked"):
         scores = runtime.run_batches(runtime.session(folder / f"{variant}.onnx"), images).reshape(len(images), -1)
         got = scores.argmax(axis=1)[:, None] if label else scores
         entry = {"file": f"{variant}.onnx", "exact": variant in EXACT_VARIANTS,
                  "mismatches": mismatches(expected, got, float_network)}
+        predicted[variant] = scores.argmax(axis=1)
         if variant == "int8":
-            reference_labels = report["variants"]["reference"]["labels"]
-            entry["label_changes"] = int((scores.argmax(axis=1) != reference_labels).sum())
+            entry["label_changes"] = int((predicted["int8"] != predicted["reference"]).sum())
         if labels is not None:
-            entry["test_accuracy"] = round(float((scores.argmax(axis=1) == labels).mean()), 4)
-        report["variants"][variant] = {**entry, "labels": scores.argmax(axis=1)}
-    for entry in report["variants"].values():
-        del entry["labels"]
+            entry["test_accuracy"] = round(float((predicted[variant] == labels).mean()), 4)
+        report["variants"][variant] = entry
     atomic_write_text(folder / "export.json", json.dumps({**figures, **report}, indent=2) + "\n")
     bad = {v: r["mismatches"] for v, r in report["variants"].items() if r["exact"] and r["mismatches"]}
     if bad:
@@ -104,7 +103,7 @@ def edge_export_run(cfg: Config, run: RunDir) -> dict[str, Any]:
 CALIBRATION_SAMPLES = 64
 
 
-def test_labels(cfg: Config, run: RunDir, count: int) -> np.ndarray | None:
+def split_labels(cfg: Config, run: RunDir, count: int) -> np.ndarray | None:
     """The test split's labels, or None for a run compiled from a file (its inputs have none)."""
     if (run.verify_dir / "inputs.npy").is_file():
         return None
