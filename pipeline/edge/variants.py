@@ -15,7 +15,7 @@ Both start from the QONNX export (model.qonnx), whose quantizers are qonnx custo
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.base import Transformation
 from qonnx.transformation.fold_constants import FoldConstants
@@ -25,8 +25,6 @@ from qonnx.util.basic import get_by_name
 
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.pipeline.edge.integer_steps import BatchNormSignToInteger, MoveScalarMulPastLinear
-
-VARIANTS = ("reference", "bitpacked")
 
 
 def _const(model: ModelWrapper, value: np.ndarray | float, dtype=np.float32) -> str:
@@ -270,11 +268,3 @@ def bitpacked_model(reference: ModelWrapper) -> tuple[ModelWrapper, int]:
     model = model.transform(FoldScaleIntoBatchNorm()).transform(RemoveDeadNodes()).transform(RemoveUnusedTensors())
     model = model.transform(SortGraph())
     return model.transform(GiveUniqueNodeNames()), replaced
-
-
-def float_input_info(model: ModelWrapper) -> tuple[str, list[int]]:
-    """The graph input's name and shape (batch first)."""
-    inp = model.graph.input[0]
-    if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise UnsupportedGraphError(f"the model's input {inp.name} is not float32")
-    return inp.name, model.get_tensor_shape(inp.name)
