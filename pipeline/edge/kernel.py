@@ -34,7 +34,7 @@ _INT = ctypes.c_int
 _PTR = ctypes.c_void_p
 SIGNATURES = {
     "bnn_pack_nhwc": [_PTR, _INT, _INT, _INT, _INT, _PTR],
-    "bnn_conv2d": [_PTR, _INT, _INT, _INT, _INT, _PTR, _INT, _INT, _INT, _INT, _INT, _INT, _INT, _PTR],
+    "bnn_conv2d": [_PTR, _INT, _INT, _INT, _INT, _PTR, _INT, _INT, _INT, _INT, _INT, _INT, _INT, _PTR, _PTR, _PTR, _PTR],
     "bnn_matmul": [_PTR, _INT, _INT, _PTR, _INT, _PTR],
 }
 
@@ -135,10 +135,24 @@ def scratch(shape: tuple[int, ...], dtype: type, slot: str) -> np.ndarray:
 _SCRATCH = threading.local()
 
 
+def _channel_vector(value: np.ndarray | None, m: int, what: str) -> np.ndarray | None:
+    """A per-output-channel float32 vector of length m (or None), contiguous for the C kernel."""
+    if value is None:
+        return None
+    value = np.ascontiguousarray(value, dtype=np.float32).reshape(-1)
+    if value.size != m:
+        raise ValueError(f"{what} has {value.size} values for {m} output channels")
+    return value
+
+
 def binary_conv2d(x: np.ndarray, wp: np.ndarray, c: int, kh: int, kw: int, stride: int | tuple[int, int] = 1,
-                  pad: int | tuple[int, int] = 0, out: np.ndarray | None = None) -> np.ndarray:
+                  pad: int | tuple[int, int] = 0, out: np.ndarray | None = None, scale: np.ndarray | None = None,
+                  bias: np.ndarray | None = None, residual: bool = False) -> np.ndarray:
     """``conv2d(sign(x), sign(w))`` with zero padding, for float NCHW ``x`` and packed weights ``wp``; float32 NCHW
-    (written into ``out`` when given: a C-contiguous float32 array of the output's shape)."""
+    (written into ``out`` when given: a C-contiguous float32 array of the output's shape).
+
+    With ``scale`` and ``bias`` (per output channel) the result is ``conv * scale + bias``, a folded BatchNorm,
+    and with ``residual`` ``x`` is added after that: a Bi-Real block's whole float tail in the kernel's own pass."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, cx, h, w = x.shape
     if cx != c:
@@ -149,14 +163,25 @@ def binary_conv2d(x: np.ndarray, wp: np.ndarray, c: int, kh: int, kw: int, strid
         raise ValueError(f"a {kh}x{kw} kernel with padding {(ph, pw)} does not fit a {h}x{w} input")
     cw = -(-c // 64)
     wp = _words(wp, kh * kw * cw, "convolution")
+    m = wp.shape[0]
+    if (scale is None) != (bias is None):
+        raise ValueError("scale and bias go together (a folded BatchNorm)")
+    scale, bias = _channel_vector(scale, m, "scale"), _channel_vector(bias, m, "bias")
+    if residual and (n, m, oh, ow) != x.shape:
+        raise ValueError(f"a residual needs the output's shape {(n, m, oh, ow)} to equal the input's {x.shape}")
     library = load_library()
     xp = scratch((n, h, w, cw), np.uint64, "packed input")
     library.bnn_pack_nhwc(x.ctypes.data, n, c, h, w, xp.ctypes.data)
-    y = np.empty((n, wp.shape[0], oh, ow), dtype=np.float32) if out is None else out
-    if y.shape != (n, wp.shape[0], oh, ow) or y.dtype != np.float32 or not y.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, wp.shape[0], oh, ow)}")
-    library.bnn_conv2d(xp.ctypes.data, n, c, h, w, wp.ctypes.data, wp.shape[0], kh, kw, sh, sw, ph, pw, y.ctypes.data)
+    y = np.empty((n, m, oh, ow), dtype=np.float32) if out is None else out
+    if y.shape != (n, m, oh, ow) or y.dtype != np.float32 or not y.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, m, oh, ow)}")
+    library.bnn_conv2d(xp.ctypes.data, n, c, h, w, wp.ctypes.data, m, kh, kw, sh, sw, ph, pw,
+                       _address(scale), _address(bias), x.ctypes.data if residual else None, y.ctypes.data)
     return _checked(y)
+
+
+def _address(array: np.ndarray | None) -> int | None:
+    return None if array is None else array.ctypes.data
 
 
 def binary_matmul(x: np.ndarray, wp: np.ndarray, k: int) -> np.ndarray:

@@ -1,7 +1,10 @@
 """The edge kernel (pipeline/edge/kernel.py, xnor_conv.c) and its ONNX Runtime custom ops, against float references.
 
 - binary_conv2d vs torch's float conv2d on +-1 tensors with zero padding: channel counts below, at and past
-  multiples of 64, strides 1 and 2, padding 0 to 2 (including windows wholly in the padding), kernels 1 to 5;
+  multiples of 64, strides 1 and 2, padding 0 to 2 (including windows wholly in the padding), kernels 1 to 5,
+  rows of more than one 8-pixel pass (full, short and side-padded passes), filter counts off a 16-filter block;
+- the fused epilogue (a folded BatchNorm, then the residual input) against the same arithmetic in numpy;
+- the portable C build (no -march=native) and the aarch64 NEON build under qemu-user on the same cases;
 - binary_matmul vs a float matrix product, k not a multiple of 64;
 - the packing layouts bit by bit, sign(0) = +1 everywhere;
 - a small ONNX graph (BinaryConv2d -> Flatten -> BinaryMatMul) run by onnxruntime equals the kernel;
@@ -9,6 +12,10 @@
 """
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -52,6 +59,11 @@ CONV_CASES = [
     (1, 200, 40, 4, 4, (3, 3), 2, 1),
     (1, 70, 9, 3, 5, (5, 3), (1, 2), (2, 1)),
     (1, 2100, 3, 3, 3, (3, 3), 1, 1),  # 33 words a tap: the NEON path's byte counters widen every 31 words
+    (1, 64, 40, 12, 30, (3, 3), 1, 1),  # rows of 30: three full passes, one short, side padding on both ends
+    (2, 130, 24, 11, 21, (3, 3), 2, 1),
+    (1, 20, 16, 3, 40, (5, 5), 1, 2),  # two padded columns each side
+    (1, 256, 20, 9, 17, (1, 1), 1, 0),
+    (1, 8, 8, 6, 13, (3, 3), 1, 4),  # padding past the kernel: whole rows and columns of windows in the padding
 ]
 
 
@@ -64,6 +76,41 @@ def test_conv_matches_torch(n, c, m, h, w, kernel_shape, stride, pad):
     ref = _torch_conv(x, weights, kernel.as_pair(stride), kernel.as_pair(pad))
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, ref)
+
+
+def _affine_case(residual: bool, seed: int = 4) -> tuple:
+    """A 70-channel 3x3 'same' conv with a per-channel scale and bias, and what it must return."""
+    rng = np.random.default_rng(seed)
+    x, weights = _with_zeros(rng, (2, 70, 9, 21)), _with_zeros(rng, (70, 70, 3, 3))
+    scale, bias = rng.uniform(0.1, 2.0, 70).astype(np.float32), rng.standard_normal(70).astype(np.float32)
+    want = _torch_conv(x, weights, (1, 1), (1, 1)) * scale[:, None, None] + bias[:, None, None]
+    return x, weights, scale, bias, want + x if residual else want
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_conv_epilogue_is_batchnorm_then_residual(residual):
+    x, weights, scale, bias, want = _affine_case(residual)
+    y = kernel.binary_conv2d(x, kernel.pack_weights_conv(weights), 70, 3, 3, 1, 1, scale=scale, bias=bias,
+                             residual=residual)
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-5)
+
+
+def test_conv_epilogue_arguments_are_checked():
+    wp = kernel.pack_weights_conv(np.ones((4, 8, 3, 3), dtype=np.float32))
+    x = np.ones((1, 8, 5, 5), dtype=np.float32)
+    with pytest.raises(ValueError, match="go together"):
+        kernel.binary_conv2d(x, wp, 8, 3, 3, 1, 1, scale=np.ones(4))
+    with pytest.raises(ValueError, match="3 values for 4 output channels"):
+        kernel.binary_conv2d(x, wp, 8, 3, 3, 1, 1, scale=np.ones(3), bias=np.ones(3))
+    with pytest.raises(ValueError, match="residual needs"):
+        kernel.binary_conv2d(x, wp, 8, 3, 3, 1, 1, residual=True)  # 4 filters on 8 channels
+
+
+def test_conv_counts_long_runs_of_mismatches():
+    """Every bit a mismatch, 33 words a tap: the NEON path's per-byte counters must widen before 256."""
+    x, weights = np.ones((1, 2100, 3, 3), dtype=np.float32), -np.ones((3, 2100, 3, 3), dtype=np.float32)
+    y = kernel.binary_conv2d(x, kernel.pack_weights_conv(weights), 2100, 3, 3, 1, 1)
+    np.testing.assert_array_equal(y, _torch_conv(x, weights, (1, 1), (1, 1)))
 
 
 @pytest.mark.parametrize("k", [1, 10, 63, 64, 65, 200, 513])
@@ -155,3 +202,61 @@ def test_failing_compiler_names_its_log(fresh_build, monkeypatch):
 
 def test_kernel_source_ships_beside_the_module():
     assert kernel.kernel_source().name == "xnor_conv.c" and kernel.kernel_source().is_file()
+
+
+def _all_cases_match(conv) -> None:
+    """``conv(x, weights, n, c, m, kernel_shape, stride, pad, scale, bias, residual)`` on every case equals torch."""
+    for n, c, m, h, w, kernel_shape, stride, pad in CONV_CASES:
+        rng = np.random.default_rng(c * 1000 + m)
+        x, weights = _with_zeros(rng, (n, c, h, w)), _with_zeros(rng, (m, c, *kernel_shape))
+        want = _torch_conv(x, weights, kernel.as_pair(stride), kernel.as_pair(pad))
+        np.testing.assert_array_equal(conv(x, weights, kernel_shape, stride, pad), want, err_msg=str((c, m, h, w)))
+    x, weights = np.ones((1, 2100, 3, 3), dtype=np.float32), -np.ones((3, 2100, 3, 3), dtype=np.float32)
+    np.testing.assert_array_equal(conv(x, weights, (3, 3), 1, 1), _torch_conv(x, weights, (1, 1), (1, 1)),
+                                  err_msg="every bit a mismatch: per-byte counters must not overflow")
+    for residual in (False, True):
+        x, weights, scale, bias, want = _affine_case(residual)
+        got = conv(x, weights, (3, 3), 1, 1, scale=scale, bias=bias, residual=residual)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+
+
+def test_portable_build_matches_torch(fresh_build, monkeypatch):
+    """The build for a compiler that rejects -march=native: the scalar popcount path, on every case."""
+    monkeypatch.setattr(kernel, "FLAG_SETS", (["-O3"],))
+    _all_cases_match(lambda x, w, ks, stride, pad, **epilogue: kernel.binary_conv2d(
+        x, kernel.pack_weights_conv(w), x.shape[1], *ks, stride, pad, **epilogue))
+    assert list(fresh_build.glob("bnnflow/xnor_conv-*.so"))
+
+
+DRIVER = Path(__file__).with_name("data") / "conv_driver.c"
+
+
+@pytest.fixture(scope="module")
+def aarch64_driver(tmp_path_factory) -> tuple[str, Path]:
+    """The kernel built for aarch64 (the NEON path of the Raspberry Pi and Jetson boards), run under qemu-user."""
+    gcc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if gcc is None or qemu is None:
+        pytest.skip("no aarch64-linux-gnu-gcc or qemu-aarch64 (make test installs them where apt-get works)")
+    driver = tmp_path_factory.mktemp("aarch64") / "conv_driver"
+    subprocess.run([gcc, "-std=c99", "-O3", "-static", str(DRIVER), str(kernel.kernel_source()), "-o", str(driver),
+                    "-lm"], check=True, capture_output=True)
+    return qemu, driver
+
+
+def test_neon_build_matches_torch(aarch64_driver, tmp_path):
+    qemu, driver = aarch64_driver
+
+    def conv(x, w, kernel_shape, stride, pad, scale=None, bias=None, residual=False):
+        (kh, kw), (sh, sw), (ph, pw) = kernel_shape, kernel.as_pair(stride), kernel.as_pair(pad)
+        n, c, h, width = x.shape
+        header = np.array([n, c, h, width, w.shape[0], kh, kw, sh, sw, ph, pw, scale is not None, residual], "<i4")
+        parts = [header, x.astype("<f4"), kernel.pack_weights_conv(w).astype("<u8")]
+        parts += [] if scale is None else [scale.astype("<f4"), bias.astype("<f4")]
+        (tmp_path / "case").write_bytes(b"".join(part.tobytes() for part in parts))
+        ran = subprocess.run([qemu, str(driver), str(tmp_path / "case"), str(tmp_path / "y")], capture_output=True,
+                             text=True, check=True)
+        assert ran.stdout.strip() == "neon"
+        shape = (n, w.shape[0], (h + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1)
+        return np.fromfile(tmp_path / "y", dtype="<f4").reshape(shape)
+
+    _all_cases_match(conv)
