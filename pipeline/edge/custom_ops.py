@@ -1,4 +1,5 @@
-"""ONNX Runtime custom ops ``BinaryConv2d`` and ``BinaryMatMul`` (domain ``ai.onnx.contrib``) over the C kernel.
+"""ONNX Runtime custom ops ``BinaryConv2d``, ``BinaryConv2dAffine`` and ``BinaryMatMul`` (domain ``ai.onnx.contrib``)
+over the C kernel.
 
 They go through onnxruntime-extensions' Python custom-op route: importing this module registers the two ops with
 ``onnx_op``, and a session built with ``session_options()`` loads the extensions library that calls them back.
@@ -6,7 +7,10 @@ That keeps the edge path a pip install (no ORT C++ build on the boards), at a co
 (the GIL, the attribute dict) plus one copy of each input and output (0.1 ms for a 64x56x56 feature map here).
 
 ``Wp`` holds the packed weight signs of ``kernel.pack_weights_conv`` / ``kernel.pack_weights_matmul`` as a uint64
-initializer; the outputs are float32, exact integers: the sums of sign(x) * sign(w).
+initializer; the outputs are float32, exact integers: the sums of sign(x) * sign(w). ``BinaryConv2dAffine`` adds a
+float tail in the same pass: ``conv * Scale + Bias`` (a folded BatchNorm, per output channel), plus ``X`` itself
+when ``residual`` is 1 (a Bi-Real block), which spares a BatchNormalization and an Add node, each a pass over the
+feature map, and a round of copies through the Python route.
 """
 
 from __future__ import annotations
@@ -24,18 +28,29 @@ OPSET = onnx.helper.make_opsetid(DOMAIN, 1)  # add to a model's opset_import bes
 CONV_ATTRIBUTES = ("in_channels", "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")
 
 
-@onnx_op(op_type="BinaryConv2d", inputs=[PyOp.dt_float, PyOp.dt_uint64], outputs=[PyOp.dt_float],
-         attrs={name: PyOp.dt_int64 for name in CONV_ATTRIBUTES})
-def binary_conv2d_op(x: np.ndarray, wp: np.ndarray, **attrs: int) -> np.ndarray:
-    """X float NCHW, Wp uint64 [M, kernel_h * kernel_w * ceil(in_channels / 64)] -> Y float NCHW.
-
-    The result goes into a per-thread buffer: ``_invoke`` hands it to the extensions library, which copies it
-    into ONNX Runtime's output before this thread runs another op."""
+def _conv(x: np.ndarray, wp: np.ndarray, attrs: dict[str, int], **epilogue) -> np.ndarray:
+    """The kernel's convolution into a per-thread buffer: ``_invoke`` hands it to the extensions library, which
+    copies it into ONNX Runtime's output before this thread runs another op."""
     (kh, kw), (sh, sw), (ph, pw) = ((attrs[f"{k}_h"], attrs[f"{k}_w"]) for k in ("kernel", "stride", "pad"))
     n, _, h, w = x.shape
     shape = (n, wp.shape[0], (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
     return kernel.binary_conv2d(x, wp, attrs["in_channels"], kh, kw, (sh, sw), (ph, pw),
-                                out=kernel.scratch(shape, np.float32, "conv output"))
+                                out=kernel.scratch(shape, np.float32, "conv output"), **epilogue)
+
+
+@onnx_op(op_type="BinaryConv2d", inputs=[PyOp.dt_float, PyOp.dt_uint64], outputs=[PyOp.dt_float],
+         attrs={name: PyOp.dt_int64 for name in CONV_ATTRIBUTES})
+def binary_conv2d_op(x: np.ndarray, wp: np.ndarray, **attrs: int) -> np.ndarray:
+    """X float NCHW, Wp uint64 [M, kernel_h * kernel_w * ceil(in_channels / 64)] -> Y float NCHW."""
+    return _conv(x, wp, attrs)
+
+
+@onnx_op(op_type="BinaryConv2dAffine", inputs=[PyOp.dt_float, PyOp.dt_uint64, PyOp.dt_float, PyOp.dt_float],
+         outputs=[PyOp.dt_float], attrs={name: PyOp.dt_int64 for name in (*CONV_ATTRIBUTES, "residual")})
+def binary_conv2d_affine_op(x: np.ndarray, wp: np.ndarray, scale: np.ndarray, bias: np.ndarray,
+                            **attrs: int) -> np.ndarray:
+    """As BinaryConv2d, then ``* Scale + Bias`` (float [M] each), then ``+ X`` when ``residual`` is 1."""
+    return _conv(x, wp, attrs, scale=scale, bias=bias, residual=bool(attrs["residual"]))
 
 
 @onnx_op(op_type="BinaryMatMul", inputs=[PyOp.dt_float, PyOp.dt_uint64], outputs=[PyOp.dt_float],
@@ -59,7 +74,7 @@ def _invoke(op_id: int, feed: list[np.ndarray], attributes: dict[str, str]) -> t
     return op_id, y.shape, np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
 
 
-_OWN_OPS = {op._nativedef.obj_id: op for op in (binary_conv2d_op, binary_matmul_op)}
+_OWN_OPS = {op._nativedef.obj_id: op for op in (binary_conv2d_op, binary_conv2d_affine_op, binary_matmul_op)}
 PyOp.install_hooker(_invoke)
 
 
@@ -77,6 +92,15 @@ def binary_conv2d_node(x: str, wp: str, y: str, in_channels: int, kernel_shape: 
     (kh, kw), (sh, sw), (ph, pw) = kernel.as_pair(kernel_shape), kernel.as_pair(stride), kernel.as_pair(pad)
     return onnx.helper.make_node("BinaryConv2d", [x, wp], [y], name=name, domain=DOMAIN, in_channels=in_channels,
                                  kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw)
+
+
+def binary_conv2d_affine_node(conv: onnx.NodeProto, scale: str, bias: str, y: str, residual: bool) -> onnx.NodeProto:
+    """``conv`` (a BinaryConv2d node) with its BatchNorm (``scale``, ``bias``) and, if ``residual``, the Add of its
+    own input folded in, writing ``y``."""
+    node = onnx.helper.make_node("BinaryConv2dAffine", [*conv.input, scale, bias], [y], name=conv.name, domain=DOMAIN,
+                                 residual=int(residual))
+    node.attribute.extend(conv.attribute)
+    return node
 
 
 def binary_matmul_node(x: str, wp: str, y: str, in_features: int, name: str = "") -> onnx.NodeProto:

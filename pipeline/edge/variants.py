@@ -10,6 +10,8 @@ Both start from the QONNX export (model.qonnx), whose quantizers are qonnx custo
   scale times signs becomes our ``BinaryConv2d`` / ``BinaryMatMul`` (domain ai.onnx.contrib) on the
   activation's input, with the weights stored packed 64 to a word, followed by a Mul with the two scales. The
   kernel counts exactly what the float Conv sums (zero padding contributes 0), so the outputs are the reference's.
+  A float BatchNorm after a binary conv (a real-valued residual stream) and the shortcut Add of the conv's own
+  input run inside the kernel (``BinaryConv2dAffine``), to float rounding of the reference's.
 """
 
 from __future__ import annotations
@@ -257,6 +259,49 @@ class FoldScaleIntoBatchNorm(Transformation):
         return model, False
 
 
+class FuseBatchNormIntoKernel(Transformation):
+    """``BinaryConv2d -> BatchNormalization`` (and a following ``Add`` of the conv's own input, a Bi-Real block's
+    shortcut) becomes one ``BinaryConv2dAffine``: the kernel applies the BatchNorm as ``sum * scale + bias`` with
+    ONNX Runtime's own folding of it (float32 ``gamma / sqrt(var + eps)``), then adds the input, in the pass that
+    writes its output. Runs after ``FoldScaleIntoBatchNorm``, so the kernel's scale is in the BatchNorm already."""
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        from bnnflow.pipeline.edge.custom_ops import binary_conv2d_affine_node
+
+        graph_outputs = {o.name for o in model.graph.output}
+        for index, conv in enumerate(model.graph.node):
+            consumers = model.find_consumers(conv.output[0]) if conv.op_type == "BinaryConv2d" else []
+            if len(consumers) != 1 or consumers[0].op_type != "BatchNormalization" or conv.output[0] in graph_outputs:
+                continue
+            bn = consumers[0]
+            params = [model.get_initializer(name) for name in bn.input[1:5]]
+            if any(p is None for p in params):
+                continue
+            gamma, beta, mean, var = (np.asarray(p, dtype=np.float32).reshape(-1) for p in params)
+            scale = gamma * (np.float32(1) / np.sqrt(var + np.float32(_attr(bn, "epsilon", 1e-5))))
+            bias = beta - mean * scale
+            tail, out = [bn], bn.output[0]
+            adds = model.find_consumers(out) if out not in graph_outputs else []
+            if len(adds) == 1 and adds[0].op_type == "Add" and sorted(adds[0].input) == sorted([out, conv.input[0]]) \
+                    and self._keeps_shape(model, conv):
+                tail, out = [bn, adds[0]], adds[0].output[0]
+            fused = binary_conv2d_affine_node(conv, _const(model, scale), _const(model, bias), out,
+                                              residual=len(tail) == 2)
+            for node in (conv, *tail):
+                model.graph.node.remove(node)
+            model.graph.node.insert(index, fused)
+            return model, True
+        return model, False
+
+    @staticmethod
+    def _keeps_shape(model: ModelWrapper, conv) -> bool:
+        """Whether the conv's output has its input's shape: stride 1, 'same' padding, as many filters as channels."""
+        kh, kw, ph, pw, sh, sw = (_attr(conv, name, 0) for name in
+                                  ("kernel_h", "kernel_w", "pad_h", "pad_w", "stride_h", "stride_w"))
+        filters = model.get_initializer(conv.input[1]).shape[0]
+        return (sh, sw) == (1, 1) and (kh - 1, kw - 1) == (2 * ph, 2 * pw) and filters == _attr(conv, "in_channels", 0)
+
+
 def bitpacked_model(reference: ModelWrapper) -> tuple[ModelWrapper, int]:
     """The reference model with its binary layers on our kernel; also returns how many layers were replaced."""
     from bnnflow.pipeline.edge.custom_ops import DOMAIN, OPSET
@@ -265,6 +310,7 @@ def bitpacked_model(reference: ModelWrapper) -> tuple[ModelWrapper, int]:
     replaced = sum(n.domain == DOMAIN for n in model.graph.node)
     if replaced and all(o.domain != DOMAIN for o in model.model.opset_import):
         model.model.opset_import.append(OPSET)
-    model = model.transform(FoldScaleIntoBatchNorm()).transform(RemoveDeadNodes()).transform(RemoveUnusedTensors())
+    model = model.transform(FoldScaleIntoBatchNorm()).transform(FuseBatchNormIntoKernel())
+    model = model.transform(RemoveDeadNodes()).transform(RemoveUnusedTensors())
     model = model.transform(SortGraph())
     return model.transform(GiveUniqueNodeNames()), replaced

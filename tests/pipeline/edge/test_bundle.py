@@ -103,3 +103,38 @@ def test_unknown_target_and_missing_export(cli, exported_run: Path, tmp_path: Pa
     (bare / "edge" / "int8.onnx").unlink()
     missing = cli("edge", "bundle", str(bare))
     assert missing.returncode == 2 and "bnnflow edge export" in missing.stderr
+
+
+def test_bundle_runs_a_residual_network_on_the_kernel(tmp_path: Path) -> None:
+    """Bi-Real-18 (its convs on BinaryConv2d / BinaryConv2dAffine, the bundle's own copy of the ops) predicts as
+    its reference model does, from an unpacked bundle."""
+    import warnings
+
+    import torch
+
+    from bnnflow.models import create_model
+    from bnnflow.pipeline.edge.bundle import write_bundle
+    from bnnflow.pipeline.edge.int8 import int8_model
+    from bnnflow.pipeline.edge.variants import bitpacked_model, reference_model
+    from bnnflow.pipeline.export import export_model
+
+    torch.manual_seed(0)
+    model = create_model("birealnet18", input_shape=(3, 32, 32), num_classes=10).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = reference_model(export_model(model, (3, 32, 32)))
+    edge = tmp_path / "edge"
+    edge.mkdir()
+    reference.save(str(edge / "reference.onnx"))
+    bitpacked_model(reference)[0].save(str(edge / "bitpacked.onnx"))
+    inputs = np.random.default_rng(0).random((6, 3, 32, 32), dtype=np.float32)
+    int8_model(reference, inputs[:2], edge / "int8.onnx")
+    archive = write_bundle(edge, "rpi", [f"class{i}" for i in range(10)], inputs, "birealnet", {})
+    folder = _unpack(archive, tmp_path / "unpacked")
+    subprocess.run(["cc", "-O3", "-march=native", "-std=c99", "-shared", "-fPIC", "kernel/xnor_conv.c", "-o",
+                    "kernel/libbnn_xnor.so"], cwd=folder, check=True)
+    runs = {m: subprocess.run([sys.executable, "run.py", "--model", m], cwd=folder, capture_output=True, text=True)
+            for m in ("reference.onnx", "bitpacked.onnx")}
+    assert runs["bitpacked.onnx"].returncode == 0, runs["bitpacked.onnx"].stderr
+    assert len(_predicted(runs["reference.onnx"].stdout)) == 6
+    assert _predicted(runs["bitpacked.onnx"].stdout) == _predicted(runs["reference.onnx"].stdout)

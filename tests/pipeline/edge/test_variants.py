@@ -83,6 +83,10 @@ def test_birealnet_bitpacked_equals_reference(tmp_path: Path) -> None:
         reference = reference_model(export_model(model, (3, 32, 32)))
     bitpacked, replaced = bitpacked_model(reference)
     assert replaced == 16
+    fused = [n for n in bitpacked.graph.node if n.op_type == "BinaryConv2dAffine"]
+    assert len(fused) == 16 and "BatchNormalization" not in {n.op_type for n in bitpacked.graph.node}
+    residual = [a.i for n in fused for a in n.attribute if a.name == "residual"]
+    assert sum(residual) == 13  # every block's shortcut but the three downsampling ones (an average pool, a conv)
     pools = [n for n in reference.graph.node if n.op_type == "AveragePool"]
     assert len(pools) == 3 and all(  # even maps: no partial window, so ONNX Runtime's fast floor-mode path
         a.i == 0 for n in pools for a in n.attribute if a.name == "ceil_mode")
