@@ -102,6 +102,6 @@ def write_bundle(edge_dir: Path, target: str, labels: list[str], inputs: np.ndar
             int8_note=int8_note, **manifest))
         archive = edge_dir / f"bundle-{target}.tar.gz"
         with atomic_path(archive) as out:
-            with tarfile.open(out, "w:gz") as tar:
+            with tarfile.open(out, "w:gz", compresslevel=1) as tar:  # float weights barely shrink; level 9 took minutes
                 tar.add(root, arcname=folder_name)
     return archive
