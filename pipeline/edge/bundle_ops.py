@@ -1,5 +1,5 @@
-"""bnnflow's BinaryConv2d / BinaryConv2dAffine / BinaryMatMul ops for ONNX Runtime, standalone for a deploy bundle
-(``kernel/bnn_ops.py``).
+"""bnnflow's BinaryConv2d / BinaryConv2dAffine / BinaryConv2dChain / BinaryMatMul ops for ONNX Runtime, standalone
+for a deploy bundle (``kernel/bnn_ops.py``).
 
 Needs numpy, onnxruntime-extensions and ``libbnn_xnor.so`` built beside this file from ``xnor_conv.c`` (the
 README's build line). Importing the module registers the ops; sessions must load the extensions library
@@ -52,6 +52,14 @@ def binary_conv2d_affine(x, wp, scale, bias, **attrs):
     return _conv(x, wp, scale=scale, bias=bias, **attrs)
 
 
+@onnx_op(op_type="BinaryConv2dChain", inputs=[PyOp.dt_float, PyOp.dt_uint64, PyOp.dt_float, PyOp.dt_float],
+         outputs=[PyOp.dt_float], attrs={name: PyOp.dt_int64 for name in (*ATTRS, "layers")})
+def binary_conv2d_chain(x, wp, scale, bias, layers, **attrs):
+    for layer in range(layers):  # residual BinaryConv2dAffine layers, their Wp, Scale and Bias stacked
+        x = _conv(x, wp[layer], scale=scale[layer], bias=bias[layer], residual=1, **attrs)
+    return x
+
+
 @onnx_op(op_type="BinaryMatMul", inputs=[PyOp.dt_float, PyOp.dt_uint64], outputs=[PyOp.dt_float],
          attrs={"in_features": PyOp.dt_int64})
 def binary_matmul(x, wp, in_features):
@@ -61,7 +69,7 @@ def binary_matmul(x, wp, in_features):
     return y
 
 
-_OWN = {op._nativedef.obj_id: op for op in (binary_conv2d, binary_conv2d_affine, binary_matmul)}
+_OWN = {op._nativedef.obj_id: op for op in (binary_conv2d, binary_conv2d_affine, binary_conv2d_chain, binary_matmul)}
 
 
 def _invoke(op_id, feed, attributes):

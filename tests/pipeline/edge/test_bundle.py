@@ -106,8 +106,8 @@ def test_unknown_target_and_missing_export(cli, exported_run: Path, tmp_path: Pa
 
 
 def test_bundle_runs_a_residual_network_on_the_kernel(tmp_path: Path) -> None:
-    """Bi-Real-18 (its convs on BinaryConv2d / BinaryConv2dAffine, the bundle's own copy of the ops) predicts as
-    its reference model does, from an unpacked bundle."""
+    """Bi-Real-18 (its convs on BinaryConv2dAffine / BinaryConv2dChain, the bundle's own copy of the ops) predicts
+    as its reference model does, from an unpacked bundle."""
     import warnings
 
     import torch

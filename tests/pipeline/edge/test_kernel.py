@@ -7,7 +7,8 @@
 - the portable C build (no -march=native) and the aarch64 NEON build under qemu-user on the same cases;
 - binary_matmul vs a float matrix product, k not a multiple of 64;
 - the packing layouts bit by bit, sign(0) = +1 everywhere;
-- a small ONNX graph (BinaryConv2d -> Flatten -> BinaryMatMul) run by onnxruntime equals the kernel;
+- a small ONNX graph (BinaryConv2d -> Flatten -> BinaryMatMul) run by onnxruntime equals the kernel, and so does a
+  BinaryConv2dChain node equal its residual layers one kernel call at a time;
 - a missing or failing compiler is one clear ToolchainError.
 """
 
@@ -174,6 +175,31 @@ def test_custom_ops_in_onnxruntime_equal_the_kernel():
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, kernel.binary_matmul(c.reshape(2, -1), fc_wp, 12 * 4 * 4))
     np.testing.assert_array_equal(c, _torch_conv(x, conv_w, (2, 2), (1, 1)))
+
+
+def test_chain_op_in_onnxruntime_equals_the_layers_one_by_one():
+    """Three residual layers on 70 channels (two words a pixel) and rows of 21 (a short 8-pixel pass)."""
+    layers, rng = 3, np.random.default_rng(5)
+    wp = np.stack([kernel.pack_weights_conv(_with_zeros(rng, (70, 70, 3, 3))) for _ in range(layers)])
+    scale = rng.uniform(0.1, 2.0, (layers, 70)).astype(np.float32)
+    bias = rng.standard_normal((layers, 70)).astype(np.float32)
+    node = custom_ops.binary_conv2d_chain_node("x", "wp", "scale", "bias", "y", layers, 70, 3, pad=1, name="chain")
+    graph = helper.make_graph([node], "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 70, 9, 21])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 70, 9, 21])],
+                              [numpy_helper.from_array(a, name) for a, name in ((wp, "wp"), (scale, "scale"),
+                                                                                (bias, "bias"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), custom_ops.OPSET], ir_version=10)
+    checker.check_model(model)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), custom_ops.session_options(),
+                                           providers=["CPUExecutionProvider"])
+    x = _with_zeros(rng, (2, 70, 9, 21))
+    want = x
+    for layer in range(layers):
+        want = kernel.binary_conv2d(want, wp[layer], 70, 3, 3, 1, 1, scale=scale[layer], bias=bias[layer],
+                                    residual=True)
+    for _ in range(2):  # a second run reuses this thread's scratch buffers
+        (y,) = session.run(None, {"x": x})
+        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-5)
 
 
 @pytest.fixture

@@ -84,9 +84,12 @@ def test_birealnet_bitpacked_equals_reference(tmp_path: Path) -> None:
     bitpacked, replaced = bitpacked_model(reference)
     assert replaced == 16
     fused = [n for n in bitpacked.graph.node if n.op_type == "BinaryConv2dAffine"]
-    assert len(fused) == 16 and "BatchNormalization" not in {n.op_type for n in bitpacked.graph.node}
+    chains = [n for n in bitpacked.graph.node if n.op_type == "BinaryConv2dChain"]
+    assert "BatchNormalization" not in {n.op_type for n in bitpacked.graph.node} and chains
+    chained = sum(a.i for n in chains for a in n.attribute if a.name == "layers")  # every chained layer is residual
+    assert len(fused) + chained == 16
     residual = [a.i for n in fused for a in n.attribute if a.name == "residual"]
-    assert sum(residual) == 13  # every block's shortcut but the three downsampling ones (an average pool, a conv)
+    assert sum(residual) + chained == 13  # every block's shortcut but the three downsampling ones (an average pool, a conv)
     pools = [n for n in reference.graph.node if n.op_type == "AveragePool"]
     assert len(pools) == 3 and all(  # even maps: no partial window, so ONNX Runtime's fast floor-mode path
         a.i == 0 for n in pools for a in n.attribute if a.name == "ceil_mode")
