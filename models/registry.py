@@ -37,27 +37,35 @@ def model_defaults(name: str) -> dict[str, Any]:
     """The entry point's keyword arguments with their defaults, after checking the name exists."""
     if name not in _model_entrypoints:
         raise ConfigError(f"model.name = {name!r} is not a registered model (known: {', '.join(list_models())})")
-    params = inspect.signature(_model_entrypoints[name]).parameters
-    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    return signature_defaults(_model_entrypoints[name])
 
 
 def resolve_model_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
     """Defaults merged with ``args``; unknown names and values of the wrong type are config errors."""
-    defaults = model_defaults(name)
+    return resolve_args("model.args", name, model_defaults(name), args)
+
+
+def signature_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """A function's keyword arguments that have defaults, with them."""
+    params = inspect.signature(fn).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
+def resolve_args(key: str, name: str, defaults: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated from ``args``, each value checked against its default's type (an int is taken for a
+    float, as TOML writes 0 for 0.0); ``key`` (``model.args``) and ``name`` make the error messages."""
     unknown = sorted(set(args) - set(defaults))
     if unknown:
-        raise ConfigError(
-            f"model.args.{unknown[0]} is not an argument of {name} (allowed: {', '.join(defaults) or 'none'})"
-        )
+        raise ConfigError(f"{key}.{unknown[0]} is not an argument of {name} (allowed: {', '.join(defaults) or 'none'})")
     resolved = dict(defaults)
-    for key, value in args.items():
-        default = defaults[key]
+    for arg, value in args.items():
+        default = defaults[arg]
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)  # TOML writes 0 for 0.0
+            value = float(value)
         if default is not None and (not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(
                 default, bool)):
-            raise ConfigError(f"model.args.{key} must be {type(default).__name__}, got {value!r}")
-        resolved[key] = value
+            raise ConfigError(f"{key}.{arg} must be {type(default).__name__}, got {value!r}")
+        resolved[arg] = value
     return resolved
 
 
