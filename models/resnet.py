@@ -1,116 +1,236 @@
-"""Residual networks for the ONNX Runtime edge path: Bi-Real Net 18 and the float ResNet-18 it is timed against.
+"""Residual networks in the ImageNet layout: Bi-Real Net 18/34, the ReActNet block form 18/34, and the float
+ResNet-18 they are timed against; also the layer helpers every binary family here shares (``binary_conv``,
+``real_conv``, ``real_linear``, ``stream_quant``).
 
-Bi-Real Net (Liu et al., ECCV 2018; arXiv:1808.00278) is ResNet-18 with a real-valued identity shortcut around
+Bi-Real Net (Liu et al., ECCV 2018; arXiv:1808.00278) is ResNet with a real-valued identity shortcut around
 *every* binary 3x3 conv instead of every pair, so each sign sees the sum of all earlier real-valued outputs and the
 representational capacity lost to binarization comes back through cheap float adds. Its unit, as in the official
-code (liuzechun/Bi-Real-net, ``pytorch_implementation/BiReal18_34/birealnet.py``)::
+code (liuzechun/Bi-Real-net, ``pytorch_implementation/BiReal18_34/birealnet.py``, ``[4, 4, 4, 4]`` units for
+18 layers, ``[6, 8, 12, 6]`` for 34)::
 
     x -> sign -> binary conv3x3 -> BatchNorm -> + x            (x is the unit's real-valued input)
 
-where the unit changes resolution and width, the shortcut is ``AvgPool2d(2) -> float conv1x1 -> BatchNorm``
-(a strided 1x1 conv would drop three of every four positions). The stem (one conv + BatchNorm, no ReLU, then the
-ImageNet max-pool), the 1x1 downsample convs and the classifier stay full precision, as in the paper and the
-official code: they are a small share of the operations, and binarizing them costs accuracy. Two departures
-from the official training code, both training-only: activations use the repo's clipped straight-through
-estimator rather than Bi-Real's ApproxSign (same forward), and binary weights have scale 1 rather than the
-detached per-channel mean |W|, which the BatchNorm that follows absorbs at inference.
+ReActNet's ResNet form (Liu et al., ECCV 2020; the block of ReBNN's and RBONN's released ``2_step2_*`` code and of
+DWR's ImageNet models) wraps the same unit in learnable per-channel shifts: RSign = LearnableBias -> sign, and
+RPReLU = LearnableBias -> PReLU(C) -> LearnableBias on the sum::
 
-Both networks take an ImageNet stem (7x7/2 conv, 3x3/2 max-pool) for inputs of at least 64 px and the usual
-CIFAR stem (3x3/1 conv, no pool) below that, so one name serves 224x224 and 32x32 data.
+    x -> move0 -> sign -> binary conv3x3 -> BatchNorm -> + x -> move1 -> PReLU -> move2
+
+Where a unit changes resolution or width, the shortcut is ``AvgPool2d(2) -> float conv1x1 -> BatchNorm`` (a
+strided 1x1 conv would drop three of every four positions). The stem (one conv + BatchNorm, no nonlinearity,
+then the ImageNet max-pool), the 1x1 downsample convs and the classifier stay full precision, as in the papers:
+they are a small share of the operations, and binarizing them costs accuracy. Departures from the official
+training code, all training-only and supplied by a training method (``models/methods``) instead: activations
+use the clipped straight-through estimator rather than ApproxSign (same forward), and binary weights have scale 1
+rather than the per-channel mean |W|, which the BatchNorm that follows absorbs at inference.
+
+``hw=True`` makes the graph fixed point: the stem, downsample convs and classifier get 8-bit weights, and the
+residual stream (every unit's sum), the stem output and the classifier input go through an 8-bit quantizer with
+a power-of-two step (the AvgPool before a downsample conv divides by 4, which stays fixed point). The binary parts
+are unchanged. Which path a trained model takes: the residual float adds,
+PReLU and the multi-bit layers between binary ones are not a chain of ``binary layer -> threshold``, so these
+networks run on the edge path (ONNX Runtime, the bit-packed kernel), with or without ``hw``; the dataflow
+compiler takes plain chains only.
+
+All networks take an ImageNet stem (7x7/2 conv, 3x3/2 max-pool) for inputs of at least 64 px and the usual CIFAR
+stem (3x3/1 conv, no pool) below that, so one name serves 224x224 and 32x32 data.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import brevitas.nn as qnn
+import torch
 from torch import nn
 
 from bnnflow.models.layers import quant_act
-from bnnflow.models.quantizers import InputQuant, weight_quant
+from bnnflow.models.quantizers import InputQuant, act_quant, weight_quant
 from bnnflow.models.registry import register_model
 
 STAGE_CHANNELS = (64, 128, 256, 512)
-BLOCKS_PER_STAGE = 2  # ResNet-18: [2, 2, 2, 2] basic blocks; a Bi-Real basic block is two units
+RESNET18_UNITS = [4, 4, 4, 4]  # binary 3x3 convs per stage: ResNet-18's [2, 2, 2, 2] basic blocks, two convs each
+RESNET34_UNITS = [6, 8, 12, 6]  # ResNet-34's [3, 4, 6, 3]
 IMAGENET_STEM_MIN_SIZE = 64  # smaller inputs get the CIFAR stem: a 7x7/2 conv and a pool would leave too little
+HW_BITS = 8  # weights of the multi-bit layers and the fixed-point stream with hw=True
+BOUNDED_RANGE = 1.0  # a stream that has just been through hardtanh
+UNBOUNDED_RANGE = 8.0  # a sum of k BatchNorm outputs spreads like sqrt(k): a range of 8 at a step of 1/16
 
 
-def _stem(in_channels: int, input_shape: tuple[int, ...]) -> tuple[nn.Conv2d, nn.Module]:
-    """The full-precision first conv and the pool after it: 7x7/2 and 3x3/2 max-pool for ImageNet-sized inputs."""
-    if min(input_shape[1:]) >= IMAGENET_STEM_MIN_SIZE:
-        return (nn.Conv2d(in_channels, STAGE_CHANNELS[0], kernel_size=7, stride=2, padding=3, bias=False),
-                nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    return nn.Conv2d(in_channels, STAGE_CHANNELS[0], kernel_size=3, stride=1, padding=1, bias=False), nn.Identity()
+# ---------------------------------------------------------------------------------------------------------------
+# Layers shared by the binary families (cifar_resnet, vgg_small)
 
 
-def _stages(block: type[nn.Module]) -> list[nn.Module]:
-    """Four stages of ``BLOCKS_PER_STAGE`` blocks, ``block(in, out, stride)``, stride 2 at the start of 2-4."""
-    stages: list[nn.Module] = []
-    channels = STAGE_CHANNELS[0]
-    for i, out_channels in enumerate(STAGE_CHANNELS):
-        blocks = []
-        for j in range(BLOCKS_PER_STAGE):
-            blocks.append(block(channels, out_channels, 2 if i > 0 and j == 0 else 1))
-            channels = out_channels
-        stages.append(nn.Sequential(*blocks))
+def binary_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                padding: int = 0) -> qnn.QuantConv2d:
+    """A conv with weights in {-1, +1} and no bias; put ``quant_act(1)`` before it and its BatchNorm right after."""
+    return qnn.QuantConv2d(in_channels, out_channels, kernel_size=kernel_size, stride=stride, padding=padding,
+                           bias=False, weight_quant=weight_quant(1), weight_bit_width=1)
+
+
+def real_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+              hw: bool = False) -> nn.Conv2d:
+    """A multi-bit conv (stem, downsample shortcut): float, or 8-bit weights on the fixed grid with ``hw``."""
+    if not hw:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
+    return qnn.QuantConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False,
+                           weight_quant=weight_quant(HW_BITS), weight_bit_width=HW_BITS)
+
+
+def real_linear(in_features: int, out_features: int, hw: bool = False) -> nn.Linear:
+    """The classifier: float, or 8-bit weights with ``hw`` (its bias stays float: it adds once per class)."""
+    if not hw:
+        return nn.Linear(in_features, out_features)
+    return qnn.QuantLinear(in_features, out_features, bias=True, weight_quant=weight_quant(HW_BITS),
+                           weight_bit_width=HW_BITS)
+
+
+def stream_quant(hw: bool, max_val: float) -> nn.Module:
+    """With ``hw``, 8-bit signed fixed point on [-max_val, max_val) (step max_val / 128, a power of two for the
+    ranges above) for a real-valued tensor read by a multi-bit layer or a shortcut; otherwise nothing."""
+    if not hw:
+        return nn.Identity()
+    return qnn.QuantIdentity(act_quant=act_quant(HW_BITS), bit_width=HW_BITS, min_val=-max_val, max_val=max_val,
+                             return_quant_tensor=False)
+
+
+def input_quant(input_bits: int) -> qnn.QuantIdentity:
+    """The k-bit unsigned input: 8 bits turn the loader's p / 255 back into the pixel p, so the deployed graph can
+    take raw pixels (and is lossless on 8-bit images)."""
+    if not 1 <= input_bits <= 8:
+        raise ValueError(f"input_bits must be between 1 and 8, got {input_bits}")
+    return qnn.QuantIdentity(act_quant=InputQuant, bit_width=input_bits, return_quant_tensor=False)
+
+
+def check_image_shape(name: str, input_shape: tuple[int, ...]) -> None:
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(f"{name} takes images (C, H, W), got input shape {tuple(input_shape)}")
+
+
+def check_stages(name: str, widths: list[int], blocks: list[int], stages: int) -> None:
+    """``widths`` and ``blocks`` have one positive integer per stage (a config file may hold anything)."""
+    if len(widths) != stages or len(blocks) != stages:
+        raise ValueError(f"{name} has {stages} stages: widths and blocks need {stages} entries each, got "
+                         f"widths={widths}, blocks={blocks}")
+    if not all(_positive_int(v) for v in [*widths, *blocks]):
+        raise ValueError(f"{name}: widths and blocks must be positive integers, got widths={widths}, blocks={blocks}")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def make_stages(make_block: Callable[[int, int, int], nn.Module], in_channels: int, widths: list[int],
+                blocks: list[int]) -> list[nn.Sequential]:
+    """One ``nn.Sequential`` of ``blocks[i]`` blocks ``make_block(in, out, stride)`` per stage; the first block
+    of every stage after the first has stride 2."""
+    stages = []
+    for i, (out_channels, count) in enumerate(zip(widths, blocks)):
+        stage = []
+        for j in range(count):
+            stage.append(make_block(in_channels, out_channels, 2 if i > 0 and j == 0 else 1))
+            in_channels = out_channels
+        stages.append(nn.Sequential(*stage))
     return stages
 
 
-def _check_image_shape(name: str, input_shape: tuple[int, ...]) -> None:
-    if len(input_shape) != 3 or min(input_shape) < 1:
-        raise ValueError(f"{name} takes images (C, H, W), got input shape {tuple(input_shape)}")
+# ---------------------------------------------------------------------------------------------------------------
+# The ImageNet family
+
+
+def _stem(in_channels: int, out_channels: int, input_shape: tuple[int, ...],
+          hw: bool = False) -> tuple[nn.Conv2d, nn.Module]:
+    """The first conv and the pool after it: 7x7/2 and 3x3/2 max-pool for ImageNet-sized inputs."""
+    if min(input_shape[1:]) >= IMAGENET_STEM_MIN_SIZE:
+        return (real_conv(in_channels, out_channels, kernel_size=7, stride=2, padding=3, hw=hw),
+                nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    return real_conv(in_channels, out_channels, kernel_size=3, stride=1, padding=1, hw=hw), nn.Identity()
+
+
+def _downsample(in_channels: int, out_channels: int, stride: int, hw: bool) -> nn.Module:
+    """The unit's shortcut: identity, or ``AvgPool2d(stride) -> 1x1 conv -> BatchNorm`` on a shape change."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    # ceil_mode keeps the shortcut the size of the padded strided conv on odd maps (e.g. 7x7 at 28 px); on even
+    # maps it is the official AvgPool2d(2).
+    pool = [nn.AvgPool2d(kernel_size=stride, ceil_mode=True)] if stride > 1 else []
+    return nn.Sequential(*pool, real_conv(in_channels, out_channels, kernel_size=1, hw=hw),
+                         nn.BatchNorm2d(out_channels))
+
+
+class LearnableBias(nn.Module):
+    """ReActNet's per-channel shift ``x + b_c`` (b initialised to 0): RSign's threshold, RPReLU's two shifts."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias.reshape(1, -1, 1, 1)
 
 
 class BiRealUnit(nn.Module):
     """sign -> binary conv3x3 -> BatchNorm, plus the real-valued input: Bi-Real's shortcut around each conv."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, hw: bool = False) -> None:
         super().__init__()
         self.act = quant_act(1)
-        self.conv = qnn.QuantConv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False,
-                                    weight_quant=weight_quant(1), weight_bit_width=1)
+        self.conv = binary_conv(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
         self.bn = nn.BatchNorm2d(out_channels)
-        self.downsample: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            # ceil_mode keeps the shortcut the size of the padded strided conv on odd maps (e.g. 7x7 at 28 px);
-            # on even maps it is the official AvgPool2d(2).
-            pool = [nn.AvgPool2d(kernel_size=stride, ceil_mode=True)] if stride > 1 else []
-            self.downsample = nn.Sequential(*pool, nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
-                                            nn.BatchNorm2d(out_channels))
+        self.downsample = _downsample(in_channels, out_channels, stride, hw)
+        self.quant = stream_quant(hw, UNBOUNDED_RANGE)
 
     def forward(self, x):
-        return self.bn(self.conv(self.act(x))) + self.downsample(x)
+        return self.quant(self.bn(self.conv(self.act(x))) + self.downsample(x))
 
 
-class BiRealBlock(nn.Sequential):
-    """A ResNet basic block's two 3x3 convs, each its own Bi-Real unit; the first may stride and widen."""
+class ReActUnit(nn.Module):
+    """RSign -> binary conv3x3 -> BatchNorm, plus the shortcut, then RPReLU: ReActNet's ResNet block."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__(BiRealUnit(in_channels, out_channels, stride), BiRealUnit(out_channels, out_channels, 1))
+    def __init__(self, in_channels: int, out_channels: int, stride: int, hw: bool = False) -> None:
+        super().__init__()
+        self.move0 = LearnableBias(in_channels)
+        self.act = quant_act(1)
+        self.conv = binary_conv(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.move1 = LearnableBias(out_channels)
+        self.prelu = nn.PReLU(out_channels)
+        self.move2 = LearnableBias(out_channels)
+        self.downsample = _downsample(in_channels, out_channels, stride, hw)
+        self.quant = stream_quant(hw, UNBOUNDED_RANGE)
+
+    def forward(self, x):
+        out = self.bn(self.conv(self.act(self.move0(x)))) + self.downsample(x)
+        return self.quant(self.move2(self.prelu(self.move1(out))))
 
 
-class BiRealNet(nn.Module):
-    """k-bit image input, float stem, 16 binary Bi-Real units in four stages, float average-pool classifier.
+class BinaryResNet(nn.Module):
+    """k-bit image input, float (8-bit with ``hw``) stem, four stages of binary units, average-pool classifier.
 
     Top-level names follow the official code (conv1, bn1, maxpool, layer1-4, fc).
     """
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, input_bits: int) -> None:
+    def __init__(self, unit: type[nn.Module], name: str, input_shape: tuple[int, ...], num_classes: int,
+                 widths: list[int], blocks: list[int], stem_width: int, input_bits: int, hw: bool) -> None:
         super().__init__()
-        _check_image_shape("birealnet18", input_shape)
-        if not 1 <= input_bits <= 8:
-            raise ValueError(f"input_bits must be between 1 and 8, got {input_bits}")
+        check_image_shape(name, input_shape)
+        check_stages(name, widths, blocks, 4)
         self.input_shape = tuple(input_shape)
-        # 8 bits turns the loader's p / 255 back into the pixel p, so the deployed graph can take raw pixels.
-        self.input_quant = qnn.QuantIdentity(act_quant=InputQuant, bit_width=input_bits, return_quant_tensor=False)
-        self.conv1, self.maxpool = _stem(input_shape[0], input_shape)
-        self.bn1 = nn.BatchNorm2d(STAGE_CHANNELS[0])  # no ReLU: the official stem is conv, BN, max-pool
-        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(BiRealBlock)
+        self.input_quant = input_quant(input_bits)
+        self.conv1, self.maxpool = _stem(input_shape[0], stem_width, input_shape, hw)
+        self.bn1 = nn.BatchNorm2d(stem_width)  # no nonlinearity: the official stem is conv, BN, max-pool
+        self.stem_quant = stream_quant(hw, UNBOUNDED_RANGE)
+        self.layer1, self.layer2, self.layer3, self.layer4 = make_stages(partial(unit, hw=hw), stem_width, widths,
+                                                                         blocks)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(STAGE_CHANNELS[-1], num_classes)
+        self.head_quant = stream_quant(hw, UNBOUNDED_RANGE)
+        self.fc = real_linear(widths[-1], num_classes, hw)
 
     def forward(self, x):
-        x = self.maxpool(self.bn1(self.conv1(self.input_quant(x))))
+        x = self.stem_quant(self.maxpool(self.bn1(self.conv1(self.input_quant(x)))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(self.avgpool(x).flatten(1))
+        return self.fc(self.head_quant(self.avgpool(x).flatten(1)))
 
 
 class BasicBlock(nn.Module):
@@ -142,12 +262,13 @@ class ResNet18(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
-        _check_image_shape("resnet18", input_shape)
+        check_image_shape("resnet18", input_shape)
         self.input_shape = tuple(input_shape)
-        self.conv1, self.maxpool = _stem(input_shape[0], input_shape)
+        self.conv1, self.maxpool = _stem(input_shape[0], STAGE_CHANNELS[0], input_shape)
         self.bn1 = nn.BatchNorm2d(STAGE_CHANNELS[0])
         self.relu = nn.ReLU(inplace=True)
-        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(BasicBlock)
+        self.layer1, self.layer2, self.layer3, self.layer4 = make_stages(BasicBlock, STAGE_CHANNELS[0],
+                                                                         list(STAGE_CHANNELS), [2, 2, 2, 2])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(STAGE_CHANNELS[-1], num_classes)
         for m in self.modules():  # torchvision's initialisation
@@ -161,9 +282,39 @@ class ResNet18(nn.Module):
 
 
 @register_model
-def birealnet18(*, input_shape: tuple[int, ...], num_classes: int, input_bits: int = 8) -> BiRealNet:
-    """Bi-Real Net 18: binary 3x3 convs with a real-valued shortcut around each, float stem/downsample/head."""
-    return BiRealNet(input_shape, num_classes, input_bits)
+def birealnet18(*, input_shape: tuple[int, ...], num_classes: int, input_bits: int = 8,
+                widths: list[int] = [64, 128, 256, 512], blocks: list[int] = RESNET18_UNITS, stem_width: int = 64,
+                hw: bool = False) -> BinaryResNet:
+    """Bi-Real Net 18: binary 3x3 convs with a real-valued shortcut around each (``blocks`` counts convs)."""
+    return BinaryResNet(BiRealUnit, "birealnet18", input_shape, num_classes, list(widths), list(blocks), stem_width,
+                        input_bits, hw)
+
+
+@register_model
+def birealnet34(*, input_shape: tuple[int, ...], num_classes: int, input_bits: int = 8,
+                widths: list[int] = [64, 128, 256, 512], blocks: list[int] = RESNET34_UNITS, stem_width: int = 64,
+                hw: bool = False) -> BinaryResNet:
+    """Bi-Real Net 34: ResNet-34's 32 binary 3x3 convs, each with its own real-valued shortcut."""
+    return BinaryResNet(BiRealUnit, "birealnet34", input_shape, num_classes, list(widths), list(blocks), stem_width,
+                        input_bits, hw)
+
+
+@register_model
+def reactnet18(*, input_shape: tuple[int, ...], num_classes: int, input_bits: int = 8,
+               widths: list[int] = [64, 128, 256, 512], blocks: list[int] = RESNET18_UNITS, stem_width: int = 64,
+               hw: bool = False) -> BinaryResNet:
+    """ReActNet's ResNet-18 form (ReBNN, RBONN): Bi-Real units with RSign and RPReLU."""
+    return BinaryResNet(ReActUnit, "reactnet18", input_shape, num_classes, list(widths), list(blocks), stem_width,
+                        input_bits, hw)
+
+
+@register_model
+def reactnet34(*, input_shape: tuple[int, ...], num_classes: int, input_bits: int = 8,
+               widths: list[int] = [64, 128, 256, 512], blocks: list[int] = RESNET34_UNITS, stem_width: int = 64,
+               hw: bool = False) -> BinaryResNet:
+    """ReActNet's ResNet-34 form: 32 units with RSign and RPReLU."""
+    return BinaryResNet(ReActUnit, "reactnet34", input_shape, num_classes, list(widths), list(blocks), stem_width,
+                        input_bits, hw)
 
 
 @register_model
