@@ -8,7 +8,7 @@ that ``--resume`` needs to continue a run bit for bit, and all that ``export`` n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +38,35 @@ class Checkpoint:
     optimizer_state: dict[str, Any] | None
     rng_state: torch.Tensor | None
     extra: dict[str, Any]
+    method_name: str = "ste"
+    method_options: dict[str, Any] = field(default_factory=dict)
 
-    def build_model(self) -> nn.Module:
-        """The model with its trained weights, in eval mode."""
+    def build_model(self, frozen: bool = True) -> nn.Module:
+        """The model with its trained weights, in eval mode; ``frozen``: with the training method's machinery
+        folded away (what export takes), else as it trains (what resume takes)."""
+        from bnnflow.models.methods import create_method
+
         model = create_model(self.model_name, input_shape=self.input_shape, num_classes=self.num_classes,
                              **self.model_args)
+        method = create_method(self.method_name, **self.method_options)
+        method.prepare(model)
         try:
             model.load_state_dict(self.model_state)
         except RuntimeError as err:
             first = str(err).splitlines()[0]
-            raise CheckpointError(f"checkpoint weights do not fit model {self.model_name}: {first}") from None
+            raise CheckpointError(f"checkpoint weights do not fit model {self.model_name} trained with "
+                                  f"{self.method_name}: {first}") from None
+        if frozen:
+            method.freeze(model)
         return model.eval()
 
 
 def save_checkpoint(path: Path, model: nn.Module, model_name: str, model_args: dict[str, Any],
                     input_shape: tuple[int, ...], num_classes: int, epoch: int,
-                    optimizer: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None) -> None:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+                    optimizer: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None,
+                    method: tuple[str, dict[str, Any]] = ("ste", {})) -> None:
+    """Write a checkpoint atomically (temporary file, then rename); ``method`` is the training method's name and
+    options, which rebuilding the model needs (its extra parameters are in the state dict)."""
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     header: dict[str, Any] = {
         "format": FORMAT,
@@ -62,6 +74,7 @@ def save_checkpoint(path: Path, model: nn.Module, model_name: str, model_args: d
         "model": {"name": model_name, "args": model_args, "input_shape": list(input_shape),
                   "num_classes": num_classes},
         "epoch": epoch,
+        "method": {"name": method[0], "options": method[1]},
         "extra": extra or {},
     }
     if optimizer is not None:
@@ -130,4 +143,6 @@ def _unpack(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Checkpo
         optimizer_state=optimizer_state,
         rng_state=tensors.get("rng.torch"),
         extra=header.get("extra", {}),
+        method_name=header.get("method", {}).get("name", "ste"),
+        method_options=header.get("method", {}).get("options", {}),
     )

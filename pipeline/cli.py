@@ -37,6 +37,8 @@ ConfigArg = Annotated[Optional[Path], typer.Argument(help="TOML config file; omi
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<config name>].")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. train.epochs=5.")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Model name (shortcut for --set model.name=...).")]
+MethodOpt = Annotated[Optional[str], typer.Option(help="Training method, e.g. rbnn (shortcut for --set method.name=...; "
+                                                        "`bnnflow methods` lists them).")]
 DataOpt = Annotated[Optional[str], typer.Option(help="Data set: digits, mnist, cifar10, imagefolder.")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(help="Folder of the data set (data.root).")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (train.epochs).")]
@@ -57,8 +59,8 @@ def _resolve_config(config: Optional[Path], sets: Optional[list[str]], **shortcu
     from bnnflow.pipeline.config import load_config, parse_override
 
     overrides = dict(parse_override(s) for s in sets or [])
-    keys = {"model": "model.name", "data": "data.name", "data_dir": "data.root", "epochs": "train.epochs",
-            "seed": "train.seed"}
+    keys = {"model": "model.name", "method": "method.name", "data": "data.name", "data_dir": "data.root",
+            "epochs": "train.epochs", "seed": "train.seed"}
     for name, value in shortcuts.items():
         if value is not None:
             overrides[keys[name]] = str(value) if isinstance(value, Path) else value
@@ -75,6 +77,7 @@ def run(
     out_dir: OutOpt = None,
     sets: SetOpt = None,
     model: ModelOpt = None,
+    method: MethodOpt = None,
     data: DataOpt = None,
     data_dir: DataDirOpt = None,
     epochs: EpochsOpt = None,
@@ -86,7 +89,8 @@ def run(
 
     Rerunning with the same configuration continues where the last run stopped.
     """
-    cfg = _resolve_config(config, sets, model=model, data=data, data_dir=data_dir, epochs=epochs, seed=seed)
+    cfg = _resolve_config(config, sets, model=model, method=method, data=data, data_dir=data_dir, epochs=epochs,
+                          seed=seed)
     from bnnflow.pipeline.steps import DEFAULT_STEPS, prepare_run, run_steps, validate
 
     step_names = steps.split(",") if steps else DEFAULT_STEPS
@@ -102,6 +106,7 @@ def train(
     out_dir: OutOpt = None,
     sets: SetOpt = None,
     model: ModelOpt = None,
+    method: MethodOpt = None,
     data: DataOpt = None,
     data_dir: DataDirOpt = None,
     epochs: EpochsOpt = None,
@@ -113,7 +118,8 @@ def train(
 
     Multi-process (DDP): torchrun --nproc-per-node 2 -m bnnflow.pipeline.cli train CONFIG --out RUN
     """
-    cfg = _resolve_config(config, sets, model=model, data=data, data_dir=data_dir, epochs=epochs, seed=seed)
+    cfg = _resolve_config(config, sets, model=model, method=method, data=data, data_dir=data_dir, epochs=epochs,
+                          seed=seed)
     from bnnflow.pipeline.steps import prepare_run, run_steps, validate
     from bnnflow.pipeline.train import train as train_fn
 
@@ -495,6 +501,17 @@ def models(pattern: Annotated[str, typer.Argument(help="Shell-style filter.")] =
     for name in list_models(pattern):
         args = ", ".join(f"{k}={v!r}" for k, v in model_defaults(name).items())
         print(f"{name}({args})")
+
+
+@app.command()
+def methods() -> None:
+    """List the training methods, their options, and the pipeline paths a method cannot take."""
+    from bnnflow.models.methods import create_method, list_methods, method_defaults
+
+    for name in list_methods():
+        options = ", ".join(f"{k}={v!r}" for k, v in method_defaults(name).items())
+        limits = create_method(name).limits
+        print(f"{name}({options})" + (f"  -- {limits}" if limits else ""))
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """The run configuration: frozen dataclasses, loaded from TOML, validated field by field.
 
-A config file has one table per section (``[data]``, ``[model]``, ``[train]``, ``[export]``); every key is
+A config file has one table per section (``[data]``, ``[model]``, ``[method]``, ``[train]``, ...); every key is
 optional and falls back to the bundled default (the digits MLP). Validation names the offending key and what
 it accepts, so a typo never silently trains the wrong thing. ``Config.to_dict()`` round-trips through
 ``Config.from_dict()``; the resolved config is written to ``RUN/config.toml`` before anything else runs.
@@ -75,6 +75,24 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class MethodConfig:
+    #: the training method (``bnnflow methods`` lists them): ``ste`` is plain Brevitas
+    name: str = "ste"
+    #: the method's options (keyword arguments of its class); checked against its signature
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    #: the published result a config reproduces, e.g. "RBNN (Lin et al., NeurIPS 2020), Table 1"
+    paper: str = ""
+    #: the paper's test accuracy for this setting (a fraction; 0 = none published or not retrieved)
+    expected_accuracy: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    #: where the number comes from and how sure it is (methods.md's [V] verified / [R] recalled)
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     #: number of passes over the training set
     epochs: int = field(default=100, metadata=_range(1, 100_000))
@@ -96,6 +114,12 @@ class TrainConfig:
     step_gamma: float = field(default=0.1, metadata=_range(0.0, 1.0))
     #: label smoothing of the cross-entropy loss
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.99))
+    #: a trained run's checkpoint (RUN/train/checkpoint.safetensors) to distil from: the loss becomes ReActNet's
+    #: distribution loss against its softmax instead of the cross-entropy on the labels ("" = no teacher)
+    teacher: str = ""
+    #: a trained run's checkpoint to start from (the second step of a two-step recipe): parameters whose names
+    #: and shapes match are loaded, the rest keep their initialisation ("" = from scratch)
+    init_from: str = ""
     #: seed of initialisation, shuffling and augmentation
     seed: int = field(default=0, metadata=_range(0))
     #: CPU threads for PyTorch (0 = PyTorch's default)
@@ -159,11 +183,13 @@ class FinnConfig:
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
+    "method": MethodConfig,
     "train": TrainConfig,
     "export": ExportConfig,
     "compile": CompileConfig,
     "fpga": FpgaConfig,
     "finn": FinnConfig,
+    "recipe": RecipeConfig,
 }
 
 
@@ -173,11 +199,13 @@ class Config:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     compile: CompileConfig = field(default_factory=CompileConfig)
     fpga: FpgaConfig = field(default_factory=FpgaConfig)
     finn: FinnConfig = field(default_factory=FinnConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Config":

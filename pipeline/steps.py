@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 from bnnflow.errors import BnnflowError, ConfigError
 from bnnflow.hw.boards import get_board
+from bnnflow.models.methods import create_method
 from bnnflow.models.registry import resolve_model_args
-from bnnflow.pipeline.config import Config, ModelConfig
+from bnnflow.pipeline.config import Config, MethodConfig, ModelConfig
 from bnnflow.pipeline.console import out
 from bnnflow.pipeline.data import load_data
 from bnnflow.pipeline.export import export
@@ -95,14 +96,16 @@ def resolve_steps(names: list[str | Step]) -> list[tuple[str, Step]]:
 
 
 def validate(cfg: Config) -> Config:
-    """Fail before anything is written: the data set must load and the model must build.
+    """Fail before anything is written: the data set must load, the model must build and the method must apply.
 
     Returns the config with the model's arguments resolved (defaults filled in), as config.toml records it.
     """
     get_board(cfg.compile.board)
     args = resolve_model_args(cfg.model.name, cfg.model.args)
-    cfg = dataclasses.replace(cfg, model=ModelConfig(cfg.model.name, args))
-    build_model(cfg, load_data(cfg.data))
+    method = create_method(cfg.method.name, **cfg.method.options)
+    cfg = dataclasses.replace(cfg, model=ModelConfig(cfg.model.name, args),
+                              method=MethodConfig(cfg.method.name, method.options()))
+    method.prepare(build_model(cfg, load_data(cfg.data)))
     return cfg
 
 
