@@ -36,3 +36,15 @@ def test_edge_benchmark_smoke(tmp_path: Path) -> None:
 
     assert all(entry["p50_ms"] > 0 and entry["provider"] in providers() for entry in report["models"].values())
     assert json.loads((tmp_path / "edge.json").read_text())["runs"] == 3
+
+
+def test_methods_benchmark_smoke(tmp_path: Path) -> None:
+    """Two methods, one seed, one epoch, two timed steps: the table, the CIFAR-shaped run and the speed rows."""
+    from benchmarks.methods import main
+
+    report = main(["--epochs", "1", "--seeds", "1", "--cifar-epochs", "0", "--methods", "ste,rebnn",
+                   "--speed-rounds", "2", "--out", str(tmp_path)])
+    assert set(report["digits"]) == {"ste", "rebnn"}
+    assert all(0 <= r["accuracy_mean"] <= 1 and r["flip_rate_mean"] >= 0 for r in report["digits"].values())
+    assert all(s["conv"]["bnnflow"] > 0 and s["conv"]["plain"] > 0 for s in report["speed"].values())
+    assert json.loads((tmp_path / "methods.json").read_text())["epochs"] == 1
