@@ -1,7 +1,8 @@
 """Every registered method keeps the contract of models/methods/base.py on the digits MLP.
 
 - it trains (a few steps change the weights and keep the loss finite);
-- ``freeze`` leaves the eval outputs as they were, and the model exports to 1-bit QONNX (BipolarQuant weights);
+- ``freeze`` leaves the eval outputs as they were, and the model exports to 1-bit QONNX (BipolarQuant weights),
+  which the compiler streamlines to XNOR-popcount and thresholds unless the method's ``limits`` say why not;
 - a state dict of a prepared model loads into a freshly prepared one and gives the same outputs;
 - unknown methods and options are one-line config errors.
 """
@@ -11,9 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bnnflow.errors import ConfigError
+from bnnflow.errors import ConfigError, UnsupportedGraphError
 from bnnflow.models import create_model
 from bnnflow.models.methods import create_method, list_methods
+from bnnflow.pipeline.compile.streamline import streamline_model
 from bnnflow.pipeline.export import export_model
 
 SHAPE = (1, 8, 8)
@@ -50,6 +52,12 @@ def test_method_freezes_to_the_same_outputs_and_exports_1_bit(name):
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
     graph = export_model(model, SHAPE)
     assert sum(n.op_type == "BipolarQuant" for n in graph.graph.node) >= 4  # 3 hidden layers' weights and acts
+    if method.limits:
+        with pytest.raises(UnsupportedGraphError):
+            streamline_model(graph)
+    else:
+        streamlined = streamline_model(graph)
+        assert "MultiThreshold" in {n.op_type for n in streamlined.graph.node}
 
 
 @pytest.mark.parametrize("name", list_methods())
@@ -71,3 +79,17 @@ def test_unknown_method_and_option_are_config_errors():
         create_method("irnet", t_min="high")
     with pytest.raises(ConfigError, match="t_min < t_max"):
         create_method("irnet", t_min=5.0, t_max=1.0)
+
+
+def test_irnet_balances_the_signs_of_every_filter():
+    """Libra-PB: standardized filters split +-1 evenly (maximum entropy) even when the latent weights are skewed."""
+    torch.manual_seed(0)
+    model = create_model("digits_mlp", input_shape=SHAPE, num_classes=10)
+    layer = model.features[3]
+    with torch.no_grad():
+        layer.weight.copy_(torch.rand_like(layer.weight) - 0.2)  # 80 % positive
+    plain = (layer.weight >= 0).float().mean(1)
+    create_method("irnet").prepare(model)
+    balanced = (layer.weight >= 0).float().mean(1)  # the parametrized binary weight
+    assert plain.mean() > 0.75
+    assert (balanced - 0.5).abs().max() < 0.15 and abs(balanced.mean().item() - 0.5) < 0.05
