@@ -39,7 +39,13 @@ from torch import nn
 
 from bnnflow.models.methods import estimators, register_method
 from bnnflow.models.methods.base import BinaryLayer, Method, SurrogateWeight, latent_weight
-from bnnflow.models.methods.rebnn import channel_shape, parametrized_layers, prepare_scaled_binary, reconstruction_loss
+from bnnflow.models.methods.rebnn import (
+    LayerCache,
+    channel_shape,
+    parametrized_layers,
+    prepare_scaled_binary,
+    reconstruction_loss,
+)
 
 U_INIT = 0.2
 U_LR_SCALE = 0.1
@@ -87,14 +93,16 @@ class RBONN(Method):
         if not 0 <= tau <= 1:
             raise ValueError(f"tau must be in [0, 1], got {tau}")
         self.lam, self.tau = lam, tau
+        self.layers = LayerCache(recurrent_layers)
 
     def prepare(self, model: nn.Module) -> None:
         prepare_scaled_binary(model, lambda w: SurrogateWeight(estimators.clipped_ste, RecurrentStep(w)))
+        self.layers.reset()
         self.after_step(model)
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """u at 0.1x the lr and without weight decay (a step size, not a weight); everything else as given."""
-        steps = [step.u for _, step in recurrent_layers(model)]
+        steps = [step.u for _, step in self.layers(model)]
         taken = {id(u) for u in steps}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
         groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
@@ -104,7 +112,7 @@ class RBONN(Method):
 
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
         terms = []
-        for layer, step in recurrent_layers(model):
+        for layer, step in self.layers(model):
             w_tilde = step(latent_weight(layer))
             lam = torch.full((w_tilde.shape[0],), self.lam, dtype=w_tilde.dtype)
             terms.append(reconstruction_loss(w_tilde, layer.channel_scale.alpha, lam))
@@ -112,17 +120,18 @@ class RBONN(Method):
 
     @torch.no_grad()
     def after_backward(self, model: nn.Module) -> None:
-        for layer, step in recurrent_layers(model):
+        for layer, step in self.layers(model):
             grad = latent_weight(layer).grad
             if grad is not None:
                 step.grad_prev.copy_(grad)
 
     @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
-        for layer, step in recurrent_layers(model):
+        for layer, step in self.layers(model):
             step.gate.copy_(drelu(layer.channel_scale.alpha, self.tau))
 
     def freeze(self, model: nn.Module) -> None:
-        for _, step in recurrent_layers(model):
+        for _, step in self.layers(model):
             step.grad_prev.zero_()  # bake in sign(w), what eval mode uses, whatever mode the model is in
+        self.layers.reset()
         super().freeze(model)

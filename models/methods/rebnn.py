@@ -19,7 +19,10 @@ weight b (a tensor hook on the parametrization's output; dL/dw_hat = dL/db / alp
 alpha * (x . b)): the latent weight's ``.grad`` would not do, as it is masked by 1{|w| <= 1} and includes L_R's
 term. ``after_step`` compares the signs after the optimizer step with the signs before it, kept in a buffer
 (the released code reads ``w - w.grad``, which only works on one device), and sets gamma for the next step.
-Before the first step gamma is ``gamma_min``, the rule's value when nothing has flipped.
+Before the first step gamma is ``gamma_min``, the rule's value when nothing has flipped. Measured on the digits
+MLP (Adam, lr 1e-2): late in training no weight of a channel flips in most steps, so the rule's gamma averages
+about 2e-5, a tenth of the constant's. Over 6 seeds it lowered the late flip rate by 5-18% against plain STE with
+64 hidden neurons, but not on 2 of 6 seeds with 128; the constant lowered it by 32-72% in both.
 
 Where we deviate from the released code (``2_step2_rebnn/rebnn.py``, spec §1.2), and why:
 
@@ -128,11 +131,30 @@ class ResilientWeight(SurrogateWeight):
 
 
 def parametrized_layers(model: nn.Module) -> Iterator[tuple[BinaryLayer, SurrogateWeight]]:
-    """(layer, its weight parametrization) for every layer with one; cheaper than ``binary_layers``, which runs
-    each weight quantizer to read its bit width, so the per-step hooks use it."""
+    """(layer, its weight parametrization) for every layer with one (without ``binary_layers``, which runs every
+    weight quantizer to read its bit width)."""
     for layer in model.modules():
         if parametrize.is_parametrized(layer, "weight"):
             yield layer, layer.parametrizations.weight[0]
+
+
+class LayerCache:
+    """The (layer, module) pairs a method's per-step hooks visit, found once per model: walking the few hundred
+    modules of a Brevitas model three times a step more than doubles the step time of a small network."""
+
+    def __init__(self, find: Callable[[nn.Module], Iterator[tuple[BinaryLayer, nn.Module]]]) -> None:
+        self.find = find
+        self._model: nn.Module | None = None
+        self._pairs: list[tuple[BinaryLayer, nn.Module]] = []
+
+    def __call__(self, model: nn.Module) -> list[tuple[BinaryLayer, nn.Module]]:
+        if self._model is not model:
+            self._model, self._pairs = model, list(self.find(model))
+        return self._pairs
+
+    def reset(self) -> None:
+        """Forget the pairs (the model was prepared again)."""
+        self._model = None
 
 
 def resilient_layers(model: nn.Module) -> Iterator[tuple[BinaryLayer, ResilientWeight]]:
@@ -153,19 +175,21 @@ class ReBNN(Method):
             raise ValueError(f"gamma needs 0 <= gamma_min <= gamma_max, got {gamma_min} and {gamma_max}")
         self.gamma_rule = gamma_rule
         self.gamma_min, self.gamma_max = gamma_min, gamma_max
+        self.layers = LayerCache(resilient_layers)
 
     def prepare(self, model: nn.Module) -> None:
         gamma = self.gamma_min if self.gamma_rule == "paper" else self.gamma_max
         prepare_scaled_binary(model, lambda w: ResilientWeight(w, gamma))
+        self.layers.reset()
 
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
         terms = [reconstruction_loss(latent_weight(layer), layer.channel_scale.alpha, param.gamma)
-                 for layer, param in resilient_layers(model)]
+                 for layer, param in self.layers(model)]
         return torch.stack(terms).sum() if terms else None
 
     @torch.no_grad()
     def after_backward(self, model: nn.Module) -> None:
-        for layer, param in resilient_layers(model):
+        for layer, param in self.layers(model):
             grad = param.take_grad()
             if self.gamma_rule == "paper" and grad is not None:
                 alpha = layer.channel_scale.alpha.abs().clamp_min(torch.finfo(grad.dtype).tiny)
@@ -175,9 +199,13 @@ class ReBNN(Method):
     def after_step(self, model: nn.Module) -> None:
         if self.gamma_rule != "paper":
             return
-        for layer, param in resilient_layers(model):
+        for layer, param in self.layers(model):
             positive = latent_weight(layer) >= 0
             flipped = (positive != param.positive).flatten(1).float().mean(1)
             param.gamma.copy_((flipped * param.grad_max).clamp(self.gamma_min, self.gamma_max))
             param.positive.copy_(positive)
             param.grad_max.zero_()
+
+    def freeze(self, model: nn.Module) -> None:
+        self.layers.reset()
+        super().freeze(model)

@@ -1,44 +1,57 @@
-"""ReBNN and RBONN (models/methods/rebnn.py, rbonn.py) and the flip-rate meter (oscillation.py): the mechanics the
-papers claim, on the digits MLP and constructed tensors.
+"""ReBNN (models/methods/rebnn.py): the mechanics the paper claims, on the digits MLP and constructed tensors.
 
 - ReBNN lowers the weight-flip (oscillation) rate against plain STE under the same optimizer and data, with the
-  paper's adaptive gamma and with the released code's constant one;
-- the gamma rule: flip fraction times the largest |dL/dw_hat|, clamped to [gamma_min, gamma_max];
+  paper's adaptive gamma and with the released code's constant one, and the gamma term itself is what does it;
+- the gamma rule: flip fraction times the largest |dL/dw_hat| (read from a known gradient), clamped;
 - the reconstruction term's gradients are the paper's: gamma (w - alpha b) for w, -gamma sum (w - alpha b) b for alpha;
-- RBONN's DReLU gate picks exactly the channels with the smallest scale, and its step u learns at 0.1x the lr;
-- FlipRate counts a constructed flip exactly.
+- the invariants of every method: freeze keeps the eval outputs and exports 1-bit, the state round-trips, sign(0) = +1.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import functools
+
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
 from bnnflow.models import create_model
 from bnnflow.models.methods import create_method
+from bnnflow.models.methods.base import binary_layers, mean_abs_per_channel
 from bnnflow.models.methods.oscillation import FlipRate
-from bnnflow.models.methods.rbonn import drelu, recurrent_layers
 from bnnflow.models.methods.rebnn import reconstruction_loss, resilient_layers
+from bnnflow.pipeline.export import export_model
+from tests.models.methods.training import train_steps
 
 SHAPE = (1, 8, 8)
+# The flip-rate comparison: small enough to run in seconds, and an effect that held on every one of 6 seeds
+# (flip rate over STE's: paper gamma 0.82-0.95, constant gamma 0.59-0.68, gamma = 0 ablation 0.90-1.01).
+HIDDEN, STEPS, LAST = 64, 250, 100
 
 
-def _late_flip_rate(name: str, seed: int, steps: int = 300, **options) -> float:
-    """Adam at lr 1e-2 on digits batches (the same for every method and seed): the mean flip rate over the last
-    100 steps."""
+@pytest.fixture
+def one_thread():
+    """Two torch threads on a shared two-core machine run these small steps ten times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@functools.cache
+def _late_flip_rate(name: str, seed: int, **options) -> float:
+    """Adam at lr 1e-2 on the same digits batches for every method: the mean flip rate of the last steps."""
     digits = load_digits()
     x = torch.tensor(digits.images / 16, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(digits.target)
     torch.manual_seed(seed)
-    model = create_model("digits_mlp", input_shape=SHAPE, num_classes=10)
+    model = create_model("digits_mlp", input_shape=SHAPE, num_classes=10, hidden=HIDDEN)
     method = create_method(name, **options)
     method.prepare(model)
     optimizer = torch.optim.Adam(method.param_groups(model, 1e-2, 0.0), lr=1e-2)
-    flips, rates = FlipRate(model), []
+    flips = FlipRate(model, window=LAST)
     batches = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
+    for _ in range(STEPS):
         index = torch.randint(0, len(x), (64,), generator=batches)
         loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
         extra = method.extra_loss(model)
@@ -48,14 +61,26 @@ def _late_flip_rate(name: str, seed: int, steps: int = 300, **options) -> float:
         method.after_backward(model)
         optimizer.step()
         method.after_step(model)
-        rates.append(flips.update())
-    return float(np.mean(rates[-100:]))
+        flips.update()
+    return flips.mean()
 
 
-@pytest.mark.parametrize("gamma_rule", ["paper", "constant"])
-def test_rebnn_lowers_the_flip_rate_against_plain_ste(gamma_rule):
-    ste, rebnn = _late_flip_rate("ste", 0), _late_flip_rate("rebnn", 0, gamma_rule=gamma_rule)
-    assert rebnn < ste, f"ReBNN ({gamma_rule}) flips {rebnn:.2e} of its weights a step, STE {ste:.2e}"
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rebnn_paper_gamma_lowers_the_flip_rate_against_plain_ste(one_thread, seed):
+    ste, rebnn = _late_flip_rate("ste", seed), _late_flip_rate("rebnn", seed)
+    assert rebnn < 0.95 * ste, f"ReBNN flips {rebnn:.2e} of its weights a step, STE {ste:.2e}"
+
+
+def test_rebnn_constant_gamma_lowers_the_flip_rate_most(one_thread):
+    ste, paper = _late_flip_rate("ste", 0), _late_flip_rate("rebnn", 0)
+    constant = _late_flip_rate("rebnn", 0, gamma_rule="constant")
+    assert constant < 0.8 * ste and constant < paper  # gamma = 2e-4 throughout holds harder than the rule's ~2e-5
+
+
+def test_rebnn_gamma_term_is_what_lowers_the_flip_rate(one_thread):
+    """The same method with gamma = 0 (ApproxSign and the learned alpha alone) flips more."""
+    without = _late_flip_rate("rebnn", 0, gamma_min=0.0, gamma_max=0.0)
+    assert _late_flip_rate("rebnn", 0) < without
 
 
 def _prepared(name: str, **options):
@@ -66,26 +91,52 @@ def _prepared(name: str, **options):
     return model, method
 
 
-def test_gamma_is_flip_fraction_times_largest_gradient_clamped():
+def test_rebnn_scales_the_layers_before_a_batchnorm_from_mean_abs_w():
+    torch.manual_seed(0)
+    model = create_model("digits_mlp", input_shape=SHAPE, num_classes=10)
+    latent = [layer.weight.detach().clone() for _, layer in binary_layers(model)]
+    create_method("rebnn").prepare(model)
+    scaled = [layer for layer, _ in resilient_layers(model)]
+    assert scaled == [model.features[0], model.features[3], model.features[6]]  # not the class layer
+    for layer, w in zip(scaled, latent):
+        torch.testing.assert_close(layer.channel_scale.alpha.detach(), mean_abs_per_channel(w))
+
+
+def test_rebnn_gamma_is_flip_fraction_times_largest_gradient():
     model, method = _prepared("rebnn", gamma_max=1.0)
     layer, param = next(iter(resilient_layers(model)))
+    x, r = torch.rand(16, 64), torch.randn(16, 128)
+    (layer(x) * r).sum().backward()  # y = alpha * (x . b), so dL/dw_hat_ij = sum_n r_ni x_nj
+    method.after_backward(model)
+    largest = (r.T @ x).abs().amax(1)
+    torch.testing.assert_close(param.grad_max, largest)
     w = layer.parametrizations.weight.original
     with torch.no_grad():
-        param.positive.copy_(w >= 0)
-        param.grad_max.copy_(torch.linspace(0.1, 2.0, w.shape[0]))
-        w[0, :16] = -w[0, :16].abs() - 0.1  # channel 0: 16 of 64 weights now negative ...
-        param.positive[0, :16] = True  # ... after being positive
-        param.positive[0, 16:] = w[0, 16:] >= 0
+        w[0, :16] = torch.where(w[0, :16] >= 0, -1.0, 1.0) * (w[0, :16].abs() + 0.1)  # channel 0: 16 of 64 flip
     method.after_step(model)
-    assert param.gamma[0].item() == pytest.approx(16 / 64 * 0.1)
+    assert param.gamma[0].item() == pytest.approx(16 / 64 * largest[0].item())
     assert torch.all(param.gamma[1:] == 1e-5)  # nothing flipped elsewhere: the lower clamp
-    capped, capped_method = _prepared("rebnn")
-    capped_layer, capped_param = next(iter(resilient_layers(capped)))
+    assert torch.equal(param.positive, w >= 0)  # the reference for the next step's flips
+
+
+def test_rebnn_gamma_is_clamped_to_the_papers_range():
+    model, method = _prepared("rebnn")
+    layer, param = next(iter(resilient_layers(model)))
     with torch.no_grad():
-        capped_param.positive.copy_(~(capped_layer.parametrizations.weight.original >= 0))  # every sign flipped
-        capped_param.grad_max.fill_(5.0)
-    capped_method.after_step(capped)
-    assert torch.all(capped_param.gamma == 2e-4)  # the upper clamp
+        param.positive.copy_(layer.parametrizations.weight.original < 0)  # every sign flipped
+        param.grad_max.fill_(5.0)
+    method.after_step(model)
+    assert torch.all(param.gamma == 2e-4)
+
+
+def test_rebnn_constant_gamma_stays_at_2e_4():
+    model, method = _prepared("rebnn", gamma_rule="constant")
+    x = torch.rand(8, *SHAPE)
+    for _ in range(2):
+        model(x).sum().backward()
+        method.after_backward(model)
+        method.after_step(model)
+    assert all(torch.all(param.gamma == 2e-4) for _, param in resilient_layers(model))
 
 
 def test_reconstruction_gradients_are_the_papers():
@@ -99,38 +150,36 @@ def test_reconstruction_gradients_are_the_papers():
     torch.testing.assert_close(alpha.grad, -(gamma[:, None] * residual * b).sum(1))
 
 
-def test_drelu_selects_the_smallest_scale_channels():
-    alpha = torch.tensor([0.9, -0.05, 0.4, 0.2, 1.5, 0.01, 0.7, 0.3, 0.6, 0.1])
-    gate = drelu(alpha, tau=0.6)  # (1 - tau) C = 4 channels: |alpha| 0.01, 0.05, 0.1, 0.2
-    assert gate.tolist() == [0, 1, 0, 1, 0, 1, 0, 0, 0, 1]
-    assert drelu(alpha, tau=1.0).sum() == 0  # tau = 1 switches the recurrent module off
+def test_rebnn_freezes_to_the_same_outputs_and_exports_1_bit_weights():
+    model, method = _prepared("rebnn")
+    train_steps(model, method)
+    x = torch.rand(16, *SHAPE)
+    before = model.eval()(x)
+    method.freeze(model)
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
+    graph = export_model(model, SHAPE).graph
+    initializers = {t.name for t in graph.initializer}
+    weight_quants = [n for n in graph.node if n.op_type == "BipolarQuant" and n.input[0] in initializers]
+    assert len(weight_quants) == 4
 
 
-def test_rbonn_gate_follows_alpha_and_u_learns_at_a_tenth_of_the_lr():
-    model, method = _prepared("rbonn")
-    layer, step = next(iter(recurrent_layers(model)))
-    with torch.no_grad():
-        layer.channel_scale.alpha.copy_(torch.arange(layer.channel_scale.alpha.numel(), 0, -1).float())
-    method.after_step(model)
-    smallest = set(torch.argsort(layer.channel_scale.alpha)[: int(0.4 * len(step.gate))].tolist())
-    assert set(torch.nonzero(step.gate).flatten().tolist()) == smallest
-    groups = method.param_groups(model, 1e-3, 1e-5)
-    assert [g["lr"] for g in groups] == [1e-3, 1e-4] and groups[1]["weight_decay"] == 0.0
+def test_rebnn_state_round_trips_into_a_freshly_prepared_model():
+    model, method = _prepared("rebnn")
+    train_steps(model, method)
+    fresh, _ = _prepared("rebnn")
+    fresh.load_state_dict(model.state_dict())
+    for (_, a), (_, b) in zip(resilient_layers(model), resilient_layers(fresh)):
+        assert torch.equal(a.gamma, b.gamma) and torch.equal(a.positive, b.positive)
     x = torch.rand(8, *SHAPE)
-    model(x).sum().backward()  # first step: no previous gradient yet, so u's gradient is 0
-    method.after_backward(model)
-    model.zero_grad()
-    model(x).sum().backward()
-    assert step.u.grad is not None and step.u.grad.abs().sum() > 0
+    torch.testing.assert_close(fresh.eval()(x), model.eval()(x))
 
 
-def test_flip_rate_counts_a_constructed_flip():
-    model, _ = _prepared("ste")
-    flips = FlipRate(model)
-    layer = model.features[3]
+def test_rebnn_sign_of_zero_is_plus_one():
+    model, _ = _prepared("rebnn")
+    layer, _ = next(iter(resilient_layers(model)))
     with torch.no_grad():
-        layer.weight[:2] = -layer.weight[:2]  # 2 rows of 128 weights flip, of 4 layers' weights
-    total = sum(m.weight.numel() for m in (model.features[0], model.features[3], model.features[6], model.features[9]))
-    zeros = int((layer.weight[:2] == 0).sum())  # -0 is still +1
-    assert flips.update() == pytest.approx((256 - zeros) / total)
-    assert flips.update() == 0.0
+        layer.parametrizations.weight.original[0].zero_()
+    assert torch.all(layer.weight[0] == 1.0)
+    w = torch.zeros(1, 3, requires_grad=True)
+    reconstruction_loss(w, torch.tensor([0.5]), torch.tensor([2.0])).backward()
+    torch.testing.assert_close(w.grad, torch.full((1, 3), -1.0))  # b = +1 at 0: gamma (0 - alpha)
