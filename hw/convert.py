@@ -25,6 +25,7 @@ from qonnx.util.basic import get_by_name
 
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.ops.base import DOMAIN
+from bnnflow.nodes import node_ref
 from bnnflow.pipeline.compile.absorb_affine_into_threshold import accumulator_range
 
 COMPUTE_OPS = {"Im2Col", "MatMul", "XnorPopcountMatMul", "MultiThreshold", "MaxPoolNHWC"}
@@ -43,7 +44,7 @@ def _region(model: ModelWrapper) -> tuple[int, int]:
     for node in nodes:
         if len(model.find_consumers(node.output[0])) > 1:
             raise UnsupportedGraphError(
-                f"node {node.name} ({node.op_type}) feeds several nodes (a residual or branching network); the "
+                f"node {node_ref(model, node)} feeds several nodes (a residual or branching network); the "
                 "dataflow compiler takes plain chains; use the edge path (bnnflow edge) for residual networks"
             )
     start = next((i for i, n in enumerate(nodes) if n.op_type in COMPUTE_OPS
@@ -54,7 +55,7 @@ def _region(model: ModelWrapper) -> tuple[int, int]:
     for node in nodes[start: end + 1]:
         if node.op_type not in COMPUTE_OPS | FREE_OPS:
             raise UnsupportedGraphError(
-                f"node {node.name} ({node.op_type}) sits between hardware layers and has no hardware op; only "
+                f"node {node_ref(model, node)} sits between hardware layers and has no hardware op; only "
                 "binary/integer layers, thresholds, max-pooling and reshapes can be compiled"
             )
     return start, end
@@ -111,7 +112,7 @@ class _Builder:
             scale, bias = _attr(threshold, "out_scale", 1.0), _attr(threshold, "out_bias", 0.0)
             if (scale, bias) != (1.0, 0.0):
                 raise UnsupportedGraphError(
-                    f"node {threshold.name} (MultiThreshold) outputs {scale} * count + {bias}, not a plain count; "
+                    f"node {node_ref(src, threshold)} outputs {scale} * count + {bias}, not a plain count; "
                     "only thresholds feeding binary layers or graph outputs are supported in hardware"
                 )
             thresholds = src.get_initializer(threshold.input[1])
@@ -133,7 +134,7 @@ class _Builder:
     def sliding_window(self, node) -> None:
         src = self.source
         if any(_attr(node, "pad_amount", [0, 0, 0, 0])):
-            raise UnsupportedGraphError(f"node {node.name} (Im2Col) is padded; the hardware sliding window takes "
+            raise UnsupportedGraphError(f"node {node_ref(src, node)} is padded; the hardware sliding window takes "
                                         "unpadded convolutions (padding=0)")
         _, h, w, c = src.get_tensor_shape(node.input[0])
         _, oh, ow, _ = src.get_tensor_shape(node.output[0])
@@ -146,7 +147,7 @@ class _Builder:
     def maxpool(self, node) -> None:
         src = self.source
         if any(_attr(node, "pads", [0, 0, 0, 0])):
-            raise UnsupportedGraphError(f"node {node.name} (MaxPoolNHWC) is padded; use unpadded max-pooling")
+            raise UnsupportedGraphError(f"node {node_ref(src, node)} is padded; use unpadded max-pooling")
         _, h, w, c = src.get_tensor_shape(node.input[0])
         dtype = src.get_tensor_datatype(node.input[0])
         self.add("StreamingMaxPool", [node.input[0]], node.output[0], NumChannels=c, ImgDim=[h, w],
@@ -183,7 +184,7 @@ def _check_monotone_tail(model: ModelWrapper, tail: list) -> None:
         shared_offset = node.op_type in ("Add", "Sub") and value is not None and value.size == 1
         if not (positive_scale or shared_offset):
             raise UnsupportedGraphError(
-                f"node {node.name} ({node.op_type}) after the last layer is not a positive scalar scale or a shared "
+                f"node {node_ref(model, node)} after the last layer is not a positive scalar scale or a shared "
                 "offset, so the label of the accumulators may differ from the model's; compile without label select"
             )
 

@@ -23,6 +23,7 @@ from qonnx.custom_op.registry import getCustomOp
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.boards import Fabric
 from bnnflow.hw.ops.base import DOMAIN, HWOp, Memory
+from bnnflow.nodes import node_ref
 
 #: memories up to this size are mapped to LUTs (a quarter of an 18 Kbit block)
 LUTROM_MAX_BITS = 4096
@@ -35,7 +36,7 @@ def hw_ops(model: ModelWrapper) -> list[tuple[Any, HWOp]]:
         if node.domain == DOMAIN:
             ops.append((node, getCustomOp(node)))
         elif node.op_type != "Reshape":
-            raise UnsupportedGraphError(f"node {node.name} ({node.op_type}) is not a hardware op; compile the "
+            raise UnsupportedGraphError(f"node {node_ref(model, node)} is not a hardware op; compile the "
                                         "model with `bnnflow compile` to get a dataflow graph")
     if not ops:
         raise UnsupportedGraphError("the graph holds no hardware op; is this a dataflow.onnx?")

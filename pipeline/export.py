@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from bnnflow.errors import UnsupportedGraphError, VerificationError
+from bnnflow.nodes import node_ref
 from bnnflow.pipeline.checkpoint import load_checkpoint
 from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.console import out
@@ -51,10 +52,10 @@ def check_finn_form(wrapper) -> None:
     """Refuse the two node forms FINN cannot read (a bias-less ``Gemm``, a ``Conv`` without ``kernel_shape``)."""
     for node in wrapper.graph.node:
         if node.op_type == "Gemm" and len(node.input) < 3:
-            raise UnsupportedGraphError(f"node {node.name} (Gemm) has no bias input, which FINN rejects; "
+            raise UnsupportedGraphError(f"node {node_ref(wrapper, node)} has no bias input, which FINN rejects; "
                                         "export with dynamo=False")
         if node.op_type == "Conv" and not any(a.name == "kernel_shape" for a in node.attribute):
-            raise UnsupportedGraphError(f"node {node.name} (Conv) has no kernel_shape, which FINN rejects; "
+            raise UnsupportedGraphError(f"node {node_ref(wrapper, node)} has no kernel_shape, which FINN rejects; "
                                         "export with dynamo=False")
 
 

@@ -35,6 +35,7 @@ from qonnx.custom_op.registry import getCustomOp
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.finn.boards import FinnBoard
 from bnnflow.hw.ops.base import DOMAIN
+from bnnflow.nodes import node_ref
 
 BUILD_SCRIPT = Path(__file__).with_name("build_script.py")
 
@@ -72,7 +73,7 @@ def finn_folding(dataflow: ModelWrapper) -> tuple[dict[str, dict[str, Any]], lis
         if node.domain != DOMAIN:
             continue  # reshapes between layers: FINN has no layer for them either
         if node.op_type not in FINN_LAYERS:
-            raise UnsupportedGraphError(f"{node.name} ({node.op_type}) has no FINN layer to map its folding to; "
+            raise UnsupportedGraphError(f"node {node_ref(dataflow, node)} has no FINN layer to map its folding to; "
                                         "use `bnnflow finn RUN --target-fps N` to let FINN fold")
         finn_type, attrs = FINN_LAYERS[node.op_type]
         name = f"{finn_type}_{counters[finn_type]}"

@@ -15,6 +15,7 @@ from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.base import Transformation
 
 from bnnflow.errors import UnsupportedGraphError
+from bnnflow.nodes import node_ref
 from bnnflow.pipeline.compile._graph import constant, new_tensor, only_consumer, set_constant
 
 
@@ -28,7 +29,7 @@ class FoldWeightQuant(Transformation):
             consumer = only_consumer(model, node.output[0])
             if consumer is None or consumer.op_type not in ("MatMul", "Conv") or consumer.input[1] != node.output[0]:
                 raise UnsupportedGraphError(
-                    f"node {node.name} ({node.op_type}) quantizes a constant that is not the weight of one MatMul "
+                    f"node {node_ref(model, node)} quantizes a constant that is not the weight of one MatMul "
                     "or Conv; only weight quantizers may act on constants"
                 )
             self._fold(model, node, consumer)
@@ -43,7 +44,7 @@ class FoldWeightQuant(Transformation):
         scale = constant(model, node.input[1]).astype(np.float64)
         codes = values / scale
         if not np.array_equal(codes, np.round(codes)):
-            raise UnsupportedGraphError(f"node {node.name} ({node.op_type}) has a zero point or scale that leaves "
+            raise UnsupportedGraphError(f"node {node_ref(model, node)} has a zero point or scale that leaves "
                                         "non-integer weight codes; use a symmetric weight quantizer")
         dtype = DataType["BIPOLAR"] if node.op_type == "BipolarQuant" else getCustomOp(node).get_integer_datatype(model)
         model.set_initializer(node.output[0], codes.astype(np.float32))

@@ -18,6 +18,7 @@ from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 from qonnx.util.basic import get_by_name
 
 from bnnflow.errors import UnsupportedGraphError
+from bnnflow.nodes import node_ref
 from bnnflow.pipeline.compile.absorb_affine_into_threshold import AbsorbAffineIntoThreshold
 from bnnflow.pipeline.compile.batchnorm_to_scale_shift import BatchNormToScaleShift
 from bnnflow.pipeline.compile.convert_bipolar_quant_to_threshold import ConvertBipolarQuantToThreshold
@@ -40,14 +41,14 @@ def _check_input(model: ModelWrapper) -> None:
     for node in model.graph.node:
         if node.op_type not in SUPPORTED_INPUT_OPS:
             raise UnsupportedGraphError(
-                f"node {node.name} ({node.op_type}) is not supported by the compiler; binary layers may only be "
+                f"node {node_ref(model, node)} is not supported by the compiler; binary layers may only be "
                 "separated by BatchNorm, max-pooling and a quantizer (QuantIdentity / QuantReLU with bit_width 1)"
             )
         if node.op_type == "Conv":
             group = get_by_name(node.attribute, "group")
             dilations = get_by_name(node.attribute, "dilations")
             if (group is not None and group.i != 1) or (dilations is not None and set(dilations.ints) != {1}):
-                raise UnsupportedGraphError(f"node {node.name} (Conv) is grouped or dilated; use group=1, dilation=1")
+                raise UnsupportedGraphError(f"node {node_ref(model, node)} is grouped or dilated; use group=1, dilation=1")
 
 
 def _check_quantizers(model: ModelWrapper) -> None:
@@ -57,7 +58,7 @@ def _check_quantizers(model: ModelWrapper) -> None:
             upstream = model.find_upstream(node.input[0], lambda n: n.op_type in ("MatMul", "Conv", "MultiThreshold"))
             if upstream:
                 raise UnsupportedGraphError(
-                    f"node {node.name} (Quant) is a multi-bit activation between layers; the compiler supports "
+                    f"node {node_ref(model, node)} is a multi-bit activation between layers; the compiler supports "
                     "multi-bit inputs and 1-bit activations: set act_bits=1"
                 )
 
@@ -69,7 +70,7 @@ def _check_padding(model: ModelWrapper) -> None:
             pads = get_by_name(node.attribute, "pad_amount")
             if pads is not None and any(pads.ints) and model.get_tensor_datatype(node.input[0]).bitwidth() == 1:
                 raise UnsupportedGraphError(
-                    f"node {node.name} (Im2Col) pads a binary feature map with zeros, which has no bipolar value; "
+                    f"node {node_ref(model, node)} pads a binary feature map with zeros, which has no bipolar value; "
                     "use unpadded convolutions (padding=0) after the first layer"
                 )
 
@@ -100,18 +101,18 @@ def _move_downstream(model: ModelWrapper) -> ModelWrapper:
 def _check_result(model: ModelWrapper) -> None:
     for node in model.graph.node:
         if node.op_type in ("BatchNormalization", "Conv", "BipolarQuant"):
-            raise UnsupportedGraphError(f"node {node.name} ({node.op_type}) could not be folded into integer "
+            raise UnsupportedGraphError(f"node {node_ref(model, node)} could not be folded into integer "
                                         "thresholds; it must sit between a binary layer and its quantizer")
         if node.op_type in ("MatMul", "XnorPopcountMatMul"):
             dtypes = [model.get_tensor_datatype(name) for name in node.input]
             if node.op_type == "MatMul" and dtypes[0].name == "BIPOLAR":
                 raise UnsupportedGraphError(
-                    f"node {node.name} (MatMul) multiplies binary activations by {dtypes[1].name} weights; after "
+                    f"node {node_ref(model, node)} multiplies binary activations by {dtypes[1].name} weights; after "
                     "the input layer the hardware takes binary weights only: set weight_bits=1"
                 )
             if not all(dt.is_integer() for dt in dtypes):
                 raise UnsupportedGraphError(
-                    f"node {node.name} ({node.op_type}) multiplies non-integer values ({dtypes[0].name} input, "
+                    f"node {node_ref(model, node)} multiplies non-integer values ({dtypes[0].name} input, "
                     f"{dtypes[1].name} weights); quantize its input and weights (a float activation between binary "
                     "layers cannot be compiled)"
                 )

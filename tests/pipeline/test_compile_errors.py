@@ -14,7 +14,7 @@ from torch import nn
 from bnnflow.models.quantizers import BinaryActQuant, BinaryWeightQuant, InputQuant, IntWeightQuant
 from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.export import export_model
-from bnnflow.pipeline.onnx_files import save_model
+from bnnflow.pipeline.onnx_files import load_model, save_model
 from bnnflow.pipeline.rundir import RunDir
 
 
@@ -62,6 +62,20 @@ def test_compile_refuses_unsupported_graph(cli, tmp_path: Path, make, op: str, f
     assert len(error) == 1 and "Traceback" not in result.stderr
     assert f"({op})" in error[0] and fix in error[0] and "node " in error[0]
     assert not run.streamlined.exists() and not run.dataflow.exists() and not run.compile_dir.exists()
+
+
+def test_compile_names_an_unnamed_node_by_op_and_index(cli, tmp_path: Path) -> None:
+    """ONNX allows empty node names (other exporters leave them empty): the error names the op and its index."""
+    run = _run_with(tmp_path, _net(nn.ReLU()))
+    model = load_model(run.qonnx, "export")
+    relu = next(i for i, node in enumerate(model.graph.node) if node.op_type == "Relu")
+    for node in model.graph.node:
+        node.name = ""
+    save_model(model, run.qonnx)
+    result = cli("compile", str(run.root))
+    assert result.returncode == 3, result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and f"node Relu #{relu} (no name) is not supported" in error[0]
 
 
 def test_compile_refuses_malformed_onnx(cli, tmp_path: Path) -> None:
