@@ -113,10 +113,13 @@ def split_labels(cfg: Config, run: RunDir, count: int) -> np.ndarray | None:
 
 
 def edge_bundle_run(cfg: Config, run: RunDir, target: str) -> dict[str, Any]:
-    """RUN/edge/bundle-TARGET.tar.gz from the exported variants, with the run's class names and sample inputs."""
-    from bnnflow.pipeline.edge.bundle import write_bundle
+    """RUN/edge/bundle-TARGET.tar.gz from the exported variants, with the run's class names, sample inputs and
+    every model's expected outputs on them, checked here first as run.py will check them on the board."""
+    from bnnflow.pipeline.edge.bundle import require_export, write_bundle
+    from bnnflow.pipeline.edge.expected import check_on_host, exact_expectation, expected_record
 
     folder = run.root / "edge"
+    require_export(folder, target)
     report = folder / "export.json"
     accuracy = {}
     if report.is_file():
@@ -129,6 +132,14 @@ def edge_bundle_run(cfg: Config, run: RunDir, target: str) -> dict[str, Any]:
         from bnnflow.pipeline.data import load_data
 
         labels = list(load_data(cfg.data).class_names)
-    archive = write_bundle(folder, target, labels, model_inputs(cfg, run, 8), run.root.name, accuracy)
-    out.info(f"edge: wrote {archive} ({archive.stat().st_size / 1e6:.1f} MB) for {target}")
+    images = model_inputs(cfg, run, BUNDLE_SAMPLES)
+    expected = expected_record(folder, images, exact_expectation(cfg, run, images))
+    check_on_host(folder, images, expected)
+    archive = write_bundle(folder, target, labels, images, run.root.name, accuracy, expected)
+    out.info(f"edge: wrote {archive} ({archive.stat().st_size / 1e6:.1f} MB) for {target}; its {len(images)} sample "
+             f"outputs pass run.py's check here")
     return {"bundle": str(archive.relative_to(run.root)), "target": target, "bytes": archive.stat().st_size}
+
+
+#: sample inputs a bundle carries, with every model's expected outputs on them
+BUNDLE_SAMPLES = 8
