@@ -6,7 +6,7 @@ VENV ?= .venv
 STAMP := $(VENV)/.bnnflow-installed
 PIP_QUIET := $(if $(CI),--quiet,)
 
-.PHONY: setup run test arm-tools clean
+.PHONY: setup run test arm-tools chromium clean
 
 setup: $(STAMP)
 
@@ -33,7 +33,20 @@ arm-tools:
 	  else echo "no apt-get as root: the NEON kernel test will be skipped"; fi; \
 	fi
 
-test: $(STAMP) arm-tools
+# Headless Chromium renders report.html in the suite (no console error, every section there). Where no Chromium is
+# found, `make test` installs Debian's chromium with apt-get if it can (as root); elsewhere that test is skipped,
+# saying why.
+chromium:
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
+	    && ! command -v google-chrome >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for the report.html test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium) >/dev/null || echo "apt-get could not install chromium: the report.html test will be skipped"; \
+	  else echo "no apt-get as root: the report.html test will be skipped (install chromium to run it)"; fi; \
+	fi
+
+test: $(STAMP) arm-tools chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
