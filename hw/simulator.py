@@ -19,6 +19,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import DataError
 from bnnflow.hw import kernels
+from bnnflow.hw.check import check_dataflow
 from bnnflow.hw.estimates import hw_ops
 from bnnflow.hw.native import int_gemm, xnor_popcount_gemm
 
@@ -88,10 +89,12 @@ class Simulator:
     """A dataflow graph prepared for fast, exact execution.
 
     Args:
-        model: ``dataflow.onnx`` as a ``ModelWrapper``; anything else is an ``UnsupportedGraphError``.
+        model: ``dataflow.onnx`` as a ``ModelWrapper``; anything else, or a graph that breaks the ops' contract
+            (``bnnflow.hw.check``), is an ``UnsupportedGraphError``.
     """
 
     def __init__(self, model: ModelWrapper) -> None:
+        check_dataflow(model)
         self.model = model
         ops = {node.name: op for node, op in hw_ops(model)}
         self.stages = []

@@ -33,6 +33,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.errors import UnsupportedGraphError
+from bnnflow.hw.check import check_dataflow
 from bnnflow.hw.finn.boards import FinnBoard
 from bnnflow.hw.ops.base import DOMAIN
 from bnnflow.nodes import node_ref
@@ -65,7 +66,9 @@ class BuildSpec:
 
 
 def finn_folding(dataflow: ModelWrapper) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
-    """bnnflow's folding as FINN's folding config, and the (bnnflow layer, FINN layer) pairs it was made from."""
+    """bnnflow's folding as FINN's folding config, and the (bnnflow layer, FINN layer) pairs it was made from;
+    a graph that breaks the ops' contract (``bnnflow.hw.check``) has no folding to take."""
+    check_dataflow(dataflow)
     config: dict[str, dict[str, Any]] = {"Defaults": {}}
     pairs = []
     counters: Counter[str] = Counter()

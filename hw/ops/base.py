@@ -5,6 +5,10 @@ folding (how many processing elements, PE, and input lanes, SIMD, work in parall
 hold weights and thresholds. ``execute_node`` runs the op's reference semantics (``bnnflow.hw.kernels``), so a
 dataflow graph runs in qonnx's own executor. The estimates are exact functions of the attributes; an op that
 does not define one raises ``NotImplementedError`` instead of reporting 0.
+
+Each op states its contract twice: ``verify_node`` (qonnx's per-node hook) checks the attributes alone, and
+``verify_in_graph`` the tensors and initializers the node reads in its model. Both return what is wrong as
+short phrases ([] when nothing is); ``bnnflow.hw.check.check_dataflow`` turns the first into an error.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from qonnx.core.datatype import DataType
 from qonnx.custom_op.base import CustomOp
+from qonnx.util.basic import get_by_name
 
 DOMAIN = "bnnflow.hw"
 
@@ -48,6 +53,52 @@ class HWOp(CustomOp):
         model.set_tensor_datatype(self.onnx_node.output[0], self.output_datatype())
 
     def verify_node(self) -> list[str]:
+        """What is wrong with the node's attributes: required ones missing, datatypes that are not integer
+        types, then the op's own rules (``attribute_problems``)."""
+        missing = [name for name, spec in self.get_nodeattr_types().items()
+                   if spec[1] and get_by_name(self.onnx_node.attribute, name) is None]
+        if missing:
+            return [f"lacks the required attribute{'s' if len(missing) > 1 else ''} {', '.join(missing)}"]
+        problems = [f"has {name} = {self.get_nodeattr(name)!r}, not an integer datatype (a stream carries integers "
+                    "or bits)" for name in self.datatype_attributes() if integer_type(self.get_nodeattr(name)) is None]
+        return problems or self.attribute_problems()
+
+    def datatype_attributes(self) -> list[str]:
+        """The attributes that name a datatype."""
+        return ["inputDataType", "outputDataType"]
+
+    def attribute_problems(self) -> list[str]:
+        """The op's own rules on its attributes (shape, folding), once they are all present and typed."""
+        return []
+
+    def num_inputs(self) -> int:
+        """How many inputs the node reads: the stream, then its initializers."""
+        return 1
+
+    def stream_shapes(self) -> tuple[list[int], list[int]]:
+        """The shapes of one frame (without the batch axis) of the input and output streams."""
+        raise NotImplementedError(f"{type(self).__name__} does not state its stream shapes")
+
+    def verify_in_graph(self, model) -> list[str]:
+        """What is wrong with the tensors the node reads and writes in ``model``: input count, the streams'
+        shapes and datatype annotations against the attributes, then the initializers (``parameter_problems``).
+        Call after ``verify_node`` found nothing."""
+        node = self.onnx_node
+        if len(node.input) != self.num_inputs() or len(node.output) != 1:
+            return [f"has {len(node.input)} inputs and {len(node.output)} outputs, not {self.num_inputs()} and 1"]
+        for tensor, shape, attr in zip((node.input[0], node.output[0]), self.stream_shapes(),
+                                       ("inputDataType", "outputDataType")):
+            recorded = model.get_tensor_shape(tensor)
+            if recorded is None or list(recorded[1:]) != shape:
+                return [f"{'reads' if attr == 'inputDataType' else 'writes'} {tensor} of shape {recorded}, but its "
+                        f"attributes make frames of shape {shape}"]
+            annotated = annotation(model, tensor)
+            if annotated != self.get_nodeattr(attr):
+                return [f"has {attr} = {self.get_nodeattr(attr)} but its tensor {tensor} is annotated {annotated}"]
+        return self.parameter_problems(model)
+
+    def parameter_problems(self, model) -> list[str]:
+        """The op's rules on its initializers (weights, thresholds); [] for ops without any."""
         return []
 
     def folding(self) -> dict[str, int]:
@@ -79,3 +130,84 @@ def divisors(n: int) -> list[int]:
 def as_float(values: np.ndarray) -> np.ndarray:
     """qonnx's executor keeps every tensor in float32 containers; integers below 2**24 stay exact."""
     return np.asarray(values).astype(np.float32)
+
+
+#: the simulator holds input codes and multi-bit weights in 32-bit integers (``bnnflow.hw.native.int_gemm``)
+INT32 = DataType["INT32"]
+
+
+def integer_type(name: str) -> DataType | None:
+    """The integer datatype (of one bit or more) called ``name``; None for anything else."""
+    try:
+        dtype = DataType[name]
+    except Exception:  # qonnx raises KeyError, ValueError or a bare Exception for names it cannot resolve
+        return None
+    return dtype if dtype.is_integer() and dtype.bitwidth() >= 1 else None
+
+
+def annotation(model, tensor: str) -> str:
+    """The name of the datatype ``tensor`` is annotated with (FLOAT32 when none); a name qonnx cannot resolve
+    reads as "an unknown datatype" rather than raising."""
+    try:
+        return model.get_tensor_datatype(tensor).name
+    except Exception:  # qonnx resolves the annotation's name and raises as integer_type describes
+        return "an unknown datatype"
+
+
+def fits_int32(dtype: DataType) -> bool:
+    """Whether every value of ``dtype`` fits the simulator's 32-bit integers."""
+    return INT32.min() <= dtype.min() and dtype.max() <= INT32.max()
+
+
+def positive(op: HWOp, *names: str) -> list[str]:
+    """Each named attribute (an int, or every entry of a list of ints) is at least 1."""
+    problems = []
+    for name in names:
+        value = op.get_nodeattr(name)
+        if any(v < 1 for v in (value if isinstance(value, list) else [value])):
+            problems.append(f"has {name} = {value}, which must be positive")
+    return problems
+
+
+def pairs(op: HWOp, *names: str) -> list[str]:
+    """Each named attribute is a pair (height, width) of positive ints."""
+    problems = [f"has {name} = {op.get_nodeattr(name)}, not a (height, width) pair" for name in names
+                if len(op.get_nodeattr(name)) != 2]
+    return problems or positive(op, *names)
+
+
+def divides(op: HWOp, part: str, whole: str) -> list[str]:
+    """The folding attribute ``part`` divides the dimension ``whole``: each PE / SIMD lane gets whole words."""
+    p, w = op.get_nodeattr(part), op.get_nodeattr(whole)
+    return [] if w % p == 0 else [f"has {part} = {p}, which does not divide {whole} = {w}"]
+
+
+def frame(vectors: list[int], *last: int) -> list[int]:
+    """A frame's shape: ``numInputVectors`` then the given trailing dimensions."""
+    return [*vectors, *last]
+
+
+def first_bad(ok: np.ndarray, values: np.ndarray) -> str:
+    """``value at [i, j]`` of the first entry where ``ok`` is False."""
+    index = tuple(int(i) for i in np.argwhere(~ok)[0])
+    return f"{values[index]:g} at {list(index)}"
+
+
+def threshold_problems(model, name: str, channels: int, out_type: DataType) -> list[str]:
+    """Thresholds as every consumer reads them: (channels, T) or one shared row (1, T), integers that the kernels
+    and the simulator compare in int64 (the RTL clips them to the reachable range, which changes no count), and a
+    count 0 .. T that ``out_type`` holds. Their order is free: each output counts the thresholds at or below its
+    input, whatever their order."""
+    t = model.get_initializer(name)
+    if t is None:
+        return [f"reads thresholds {name}, which is not an initializer"]
+    if t.ndim != 2 or t.shape[0] not in (1, channels) or t.shape[1] < 1:
+        return [f"has thresholds {name} of shape {list(t.shape)}, not ({channels}, T) or (1, T)"]
+    if not (out_type.allowed(0) and out_type.allowed(t.shape[1])):
+        return [f"counts up to {t.shape[1]} thresholds per channel, which outputDataType {out_type.name} cannot hold"]
+    if not np.issubdtype(t.dtype, np.integer):
+        ok = np.isfinite(t) & (t == np.round(t)) & (np.abs(t) < 2.0**63)
+        if not ok.all():
+            return [f"has threshold {first_bad(ok, t)} in {name}; thresholds are integers (the accumulators are)"]
+    return []
+

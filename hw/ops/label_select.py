@@ -2,7 +2,8 @@
 
 Reads ``PE`` scores per cycle (``PE | Labels``): ``Labels / PE`` cycles per frame; the index leaves through the
 unit's pipeline while the next frame's scores stream in, so emitting it costs no cycle of throughput.
-Ties go to the lower index, as numpy's and PyTorch's argmax do.
+Ties go to the lower index, as numpy's and PyTorch's argmax do. Contract: the scores are one vector of
+``Labels`` values and the output datatype holds every index, since the RTL emits its low bits.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from onnx import helper
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import HWOp, as_float, divisors
+from bnnflow.hw.ops.base import HWOp, as_float, divides, divisors, positive
 from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
 
 
@@ -24,6 +25,18 @@ class LabelSelect(HWOp):
         # ReduceMax rather than ArgMax: same (N, 1) shape, and a float output like the graph declares.
         return helper.make_node("ReduceMax", [self.onnx_node.input[0]], [self.onnx_node.output[0]], axes=[-1],
                                 keepdims=1)
+
+    def attribute_problems(self) -> list[str]:
+        problems = positive(self, "Labels", "PE")
+        if problems:
+            return problems
+        labels, out_type = self.get_nodeattr("Labels"), self.output_datatype()
+        if not (out_type.allowed(0) and out_type.allowed(labels - 1)):
+            problems.append(f"has outputDataType {out_type.name}, which cannot hold every label 0 .. {labels - 1}")
+        return divides(self, "PE", "Labels") + problems
+
+    def stream_shapes(self) -> tuple[list[int], list[int]]:
+        return [self.get_nodeattr("Labels")], [1]
 
     def execute_node(self, context, graph) -> None:
         scores = context[self.onnx_node.input[0]]

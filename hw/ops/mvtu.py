@@ -8,17 +8,34 @@ multi-bit input layer: k-bit codes times bipolar or integer weights).
 Folding: ``PE`` output channels and ``SIMD`` input elements per cycle, ``PE | MH`` and ``SIMD | MW``; one frame
 takes ``prod(numInputVectors) * (MW / SIMD) * (MH / PE)`` cycles (FINN's MVAU schedule, Umuroglu et al.,
 FPGA 2017, section 4.2). Weights sit in ``PE`` memories of ``(MW/SIMD) * (MH/PE)`` words of ``SIMD * w_bits``.
+
+Contract: XNOR mode takes BINARY inputs and weights, bits that the simulator packs and the RTL XNORs, so a
+weight is 0 or 1; otherwise weights are integers of ``weightDataType`` (BIPOLAR: -1 or +1, which the RTL stores
+as one bit) and inputs and weights fit 32 bits (the simulator's integer product). Without thresholds the RTL
+emits the accumulator's low ``outputDataType`` bits, so that type must hold every reachable accumulator.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from onnx import helper
 from qonnx.core.datatype import DataType
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import HWOp, Memory, as_float, divisors
+from bnnflow.hw.ops.base import (
+    HWOp,
+    Memory,
+    as_float,
+    divides,
+    divisors,
+    first_bad,
+    fits_int32,
+    frame,
+    positive,
+    threshold_problems,
+)
 
 # LUT model constants (our own first-order model, in the spirit of FINN-R's resource models, Blott et al.,
 # ACM TRETS 2018, section 5.1; checked against yosys utilisation by benchmarks/fpga.py):
@@ -57,6 +74,72 @@ class MVTU(HWOp):
             acc = kernels.int_matmul(vectors, weights)
         out = acc if self.get_nodeattr("noActivation") else kernels.multithreshold(acc, context[node.input[2]])
         context[node.output[0]] = as_float(out)
+
+    def datatype_attributes(self) -> list[str]:
+        return [*super().datatype_attributes(), "weightDataType", "accDataType"]
+
+    def attribute_problems(self) -> list[str]:
+        problems = positive(self, "MW", "MH", "PE", "SIMD", "numInputVectors")
+        problems += [f"has {name} = {self.get_nodeattr(name)}, not 0 or 1" for name in ("binaryXnorMode", "noActivation")
+                     if self.get_nodeattr(name) not in (0, 1)]
+        if problems:
+            return problems
+        problems = divides(self, "PE", "MH") + divides(self, "SIMD", "MW")
+        in_type, w_type = self.input_datatype(), DataType[self.get_nodeattr("weightDataType")]
+        if self.get_nodeattr("binaryXnorMode"):
+            if (in_type.name, w_type.name) != ("BINARY", "BINARY"):
+                problems.append(f"is in XNOR mode with {in_type.name} inputs and {w_type.name} weights; XNOR mode "
+                                "takes BINARY (bits, 1 for +1) for both")
+        else:
+            problems += [f"has {name} = {dtype.name}, wider than the 32-bit integers the simulator multiplies"
+                         for name, dtype in (("inputDataType", in_type), ("weightDataType", w_type))
+                         if not fits_int32(dtype)]
+        return problems
+
+    def num_inputs(self) -> int:
+        return 2 if self.get_nodeattr("noActivation") else 3
+
+    def stream_shapes(self) -> tuple[list[int], list[int]]:
+        vectors = self.get_nodeattr("numInputVectors")
+        return frame(vectors, self.get_nodeattr("MW")), frame(vectors, self.get_nodeattr("MH"))
+
+    def parameter_problems(self, model) -> list[str]:
+        node = self.onnx_node
+        mw, mh = self.get_nodeattr("MW"), self.get_nodeattr("MH")
+        weights = model.get_initializer(node.input[1])
+        if weights is None:
+            return [f"reads weights {node.input[1]}, which is not an initializer"]
+        if weights.shape != (mw, mh):
+            return [f"has weights {node.input[1]} of shape {list(weights.shape)}, not MW x MH = [{mw}, {mh}]"]
+        w_type = DataType[self.get_nodeattr("weightDataType")]
+        if self.get_nodeattr("binaryXnorMode"):
+            ok = (weights == 0) | (weights == 1)
+            rule = "XNOR weights are bits, 0 or 1"
+        elif w_type.name == "BIPOLAR":
+            ok = (weights == -1) | (weights == 1)
+            rule = "BIPOLAR weights are -1 or +1"
+        else:
+            ok = (weights == np.round(weights)) & (weights >= w_type.min()) & (weights <= w_type.max())
+            rule = f"weights are integers of weightDataType {w_type.name}"
+        if not ok.all():
+            return [f"has weight {first_bad(ok, weights)} in {node.input[1]}; {rule}"]
+        if not self.get_nodeattr("noActivation"):
+            return threshold_problems(model, node.input[2], mh, self.output_datatype())
+        low, high = self.accumulator_range(weights)
+        out_type = self.output_datatype()
+        if not (out_type.allowed(low) and out_type.allowed(high)):
+            return [f"has accumulators in [{low}, {high}], which outputDataType {out_type.name} cannot hold (the RTL "
+                    "keeps only that many low bits)"]
+        return []
+
+    def accumulator_range(self, weights: np.ndarray) -> tuple[int, int]:
+        """The lowest and highest accumulator over all channels and inputs of the input datatype."""
+        if self.get_nodeattr("binaryXnorMode"):
+            return 0, self.get_nodeattr("MW")
+        w = weights.astype(np.float64)
+        lo_in, hi_in = float(self.input_datatype().min()), float(self.input_datatype().max())
+        return (int(np.minimum(w * lo_in, w * hi_in).sum(axis=0).min()),
+                int(np.maximum(w * lo_in, w * hi_in).sum(axis=0).max()))
 
     def legal_foldings(self) -> list[dict[str, int]]:
         return [{"PE": pe, "SIMD": simd} for pe in divisors(self.get_nodeattr("MH"))

@@ -5,6 +5,10 @@ It emits ``OH * OW`` patches of ``kh * kw * C`` values, ``SIMD`` values per cycl
 consuming MVTU's SIMD). As the RTL (``hw/rtl/verilog/bnn_swg.v``) builds it, it holds the whole input map in one
 of two banks: the next frame streams in while the current one's patches are read out. Cycles per frame: the
 longer of the two, ``max(H * W * C / SIMD, OH * OW * kh * kw * C / SIMD)``; memory: two maps.
+
+Contract: the kernel fits the map and ``OFMDim`` is the unpadded output size ``(IFMDim - k) // stride + 1``,
+which the kernels compute from the map while the RTL takes ``OFMDim`` as given; values pass through unchanged,
+so the output datatype is the input's.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from onnx import helper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import HWOp, Memory, as_float, divisors
+from bnnflow.hw.ops.base import HWOp, Memory, as_float, divides, divisors, pairs, positive
 from bnnflow.hw.ops.mvtu import LUT_CONTROL
 
 
@@ -40,6 +44,17 @@ class SlidingWindow(HWOp):
             kernel_size=[kh, kw], stride=self.get_nodeattr("Stride"),
             input_shape=str((1, h, w, self.get_nodeattr("IFMChannels"))),
         ))
+
+    def attribute_problems(self) -> list[str]:
+        problems = positive(self, "IFMChannels", "SIMD") + pairs(self, "IFMDim", "OFMDim", "ConvKernelDim", "Stride")
+        if problems:
+            return problems
+        return divides(self, "SIMD", "IFMChannels") + window_problems(self, "IFMDim", "ConvKernelDim", "OFMDim")
+
+    def stream_shapes(self) -> tuple[list[int], list[int]]:
+        kh, kw = self.get_nodeattr("ConvKernelDim")
+        c = self.get_nodeattr("IFMChannels")
+        return [*self.get_nodeattr("IFMDim"), c], [*self.get_nodeattr("OFMDim"), kh * kw * c]
 
     def execute_node(self, context, graph) -> None:
         x = context[self.onnx_node.input[0]]
@@ -69,6 +84,23 @@ class SlidingWindow(HWOp):
         counters = 5 * max(1, math.ceil(math.log2(max(self.get_nodeattr("IFMDim")) * c)))
         mux = simd * self.input_datatype().bitwidth()
         return int(LUT_CONTROL + counters + mux)
+
+
+def window_problems(op: HWOp, image: str, kernel: str, output: str | None = None) -> list[str]:
+    """A window op's rules: the kernel fits the image, ``output`` (when given) is the unpadded output size, and
+    the values keep their datatype."""
+    (h, w), (kh, kw), (sh, sw) = op.get_nodeattr(image), op.get_nodeattr(kernel), op.get_nodeattr("Stride")
+    if kh > h or kw > w:
+        return [f"has {kernel} = {[kh, kw]}, larger than {image} = {[h, w]}"]
+    problems = []
+    expected = [(h - kh) // sh + 1, (w - kw) // sw + 1]
+    if output is not None and op.get_nodeattr(output) != expected:
+        problems.append(f"has {output} = {op.get_nodeattr(output)}, but {image} {[h, w]}, {kernel} {[kh, kw]} and "
+                        f"Stride {[sh, sw]} make {expected}")
+    if op.get_nodeattr("outputDataType") != op.get_nodeattr("inputDataType"):
+        problems.append(f"turns {op.get_nodeattr('inputDataType')} into {op.get_nodeattr('outputDataType')}, but "
+                        "a window passes its values unchanged")
+    return problems
 
 
 def _shape_op_of(model, node):

@@ -1,7 +1,8 @@
 """StreamingMaxPool: max-pooling on a channels-last integer or binary stream (an OR on bits).
 
 It reads each input pixel once, ``PE`` channels per cycle (``PE | C``): ``H * W * C / PE`` cycles per frame, and
-keeps one output row of running maxima.
+keeps one output row of running maxima. Contract: the window fits the image (floor-mode pooling drops what is
+left over) and values keep their datatype; the RTL takes only stride = kernel, which its generator checks.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from onnx import helper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import HWOp, Memory, as_float, divisors
+from bnnflow.hw.ops.base import HWOp, Memory, as_float, divides, divisors, pairs, positive
 from bnnflow.hw.ops.mvtu import LUT_CONTROL
+from bnnflow.hw.ops.sliding_window import window_problems
 
 
 class StreamingMaxPool(HWOp):
@@ -31,6 +33,15 @@ class StreamingMaxPool(HWOp):
             "MaxPoolNHWC", [self.onnx_node.input[0]], [self.onnx_node.output[0]], domain="qonnx.custom_op.general",
             kernel_shape=[kh, kw], strides=self.get_nodeattr("Stride"), pads=[0, 0, 0, 0],
         ))
+
+    def attribute_problems(self) -> list[str]:
+        problems = positive(self, "NumChannels", "PE") + pairs(self, "ImgDim", "PoolDim", "Stride")
+        return problems or divides(self, "PE", "NumChannels") + window_problems(self, "ImgDim", "PoolDim")
+
+    def stream_shapes(self) -> tuple[list[int], list[int]]:
+        (h, w), (kh, kw), (sh, sw) = self.get_nodeattr("ImgDim"), self.get_nodeattr("PoolDim"), self.get_nodeattr("Stride")
+        c = self.get_nodeattr("NumChannels")
+        return [h, w, c], [(h - kh) // sh + 1, (w - kw) // sw + 1, c]
 
     def execute_node(self, context, graph) -> None:
         x = context[self.onnx_node.input[0]]

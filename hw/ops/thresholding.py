@@ -1,6 +1,7 @@
 """Thresholding: integer thresholds on a stream without a matrix product before them (FINN's Thresholding).
 
-``PE`` channels per cycle (``PE | C``): ``prod(numInputVectors) * C / PE`` cycles per frame.
+``PE`` channels per cycle (``PE | C``): ``prod(numInputVectors) * C / PE`` cycles per frame. Thresholds
+follow the MVTU's rules (``bnnflow.hw.ops.base.threshold_problems``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 from onnx import helper
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import HWOp, Memory, as_float, divisors
+from bnnflow.hw.ops.base import HWOp, Memory, as_float, divides, divisors, frame, positive, threshold_problems
 from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
 
 
@@ -29,6 +30,20 @@ class Thresholding(HWOp):
     def execute_node(self, context, graph) -> None:
         node = self.onnx_node
         context[node.output[0]] = as_float(kernels.multithreshold(context[node.input[0]], context[node.input[1]]))
+
+    def attribute_problems(self) -> list[str]:
+        return positive(self, "NumChannels", "PE", "numInputVectors") or divides(self, "PE", "NumChannels")
+
+    def num_inputs(self) -> int:
+        return 2
+
+    def stream_shapes(self) -> tuple[list[int], list[int]]:
+        shape = frame(self.get_nodeattr("numInputVectors"), self.get_nodeattr("NumChannels"))
+        return shape, shape
+
+    def parameter_problems(self, model) -> list[str]:
+        return threshold_problems(model, self.onnx_node.input[1], self.get_nodeattr("NumChannels"),
+                                  self.output_datatype())
 
     def legal_foldings(self) -> list[dict[str, int]]:
         return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]

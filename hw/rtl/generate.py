@@ -28,6 +28,7 @@ from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import UnsupportedGraphError
+from bnnflow.hw.check import check_dataflow
 from bnnflow.hw.estimates import hw_ops
 from bnnflow.hw.rtl.stream import StreamFormat, encode, write_hex
 
@@ -300,7 +301,9 @@ def system_module(design_in: StreamFormat, design_out: StreamFormat) -> str:
 
 
 def generate_rtl(model: ModelWrapper, out_dir: Path) -> RtlDesign:
-    """Write the Verilog of a folded dataflow graph into ``out_dir`` (replaced whole, never left half-written)."""
+    """Write the Verilog of a folded dataflow graph into ``out_dir`` (replaced whole, never left half-written);
+    a graph that breaks the ops' contract (``bnnflow.hw.check``) is refused before anything is written."""
+    check_dataflow(model)
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     if tmp.exists():
