@@ -111,4 +111,4 @@ def test_compile_trained_digits_run(tmp_path) -> None:
     assert estimates["luts"] <= 83_640 * 0.8 and estimates["board"]["name"] == "ulx3s"
     assert (run.compile_dir / "estimates.png").stat().st_size > 0
     assert run.streamlined.is_file() and run.dataflow.is_file()
-    assert "compile/estimates.png" in (run.root / "report.html").read_text()
+    assert f"class='layer bottleneck' data-layer='{entry['bottleneck']}'" in (run.root / "report.html").read_text()
