@@ -92,9 +92,10 @@ class RtlDesign:
 
 
 def _rom(folder: Path, name: str, values: np.ndarray, lanes: int, bits: int, signed: bool) -> str:
-    """Write a ROM image: one word per row of ``values`` (words, lanes), lane 0 in the lowest bits."""
+    """Write a ROM image: one word per row of ``values`` (words, lanes), lane 0 in the lowest bits, signed lanes in
+    two's complement, each word in exactly as many hex digits as its ``lanes * bits`` width needs."""
     fmt = StreamFormat(lanes, bits, signed, 1)
-    write_hex(folder / name, encode(values.reshape(len(values), lanes), fmt))
+    write_hex(folder / name, encode(values.reshape(len(values), lanes), fmt), fmt.width)
     return name
 
 
@@ -127,8 +128,13 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
     # bnn_mvtu reads the weights in banks of WEIGHT_BANK_DEPTH words (fewer when the ROM is smaller)
     address_bits = max(1, (nf * sf - 1).bit_length())
     bank = 1 << min(address_bits, WEIGHT_BANK_DEPTH.bit_length() - 1)
-    roms = [_rom(folder, f"{node.name}_weights_{b // bank:02d}.hex", words[b: b + bank], pe * simd, w_bits,
-                 not (xnor or bipolar)) for b in range(0, nf * sf, bank)]
+    roms = []
+    for b in range(0, nf * sf, bank):
+        rows = words[b: b + bank]
+        if len(rows) == 1:  # bnn_mvtu declares a 1-word bank 2 words deep, and $readmemh expects every word
+            rows = np.concatenate([rows, np.zeros_like(rows)])
+        roms.append(_rom(folder, f"{node.name}_weights_{b // bank:02d}.hex", rows, pe * simd, w_bits,
+                         not (xnor or bipolar)))
     n_thr = 0
     if not op.get_nodeattr("noActivation"):
         thresholds = np.asarray(model.get_initializer(node.input[2]), dtype=np.float64)

@@ -80,9 +80,18 @@ def decode(data: np.ndarray, fmt: StreamFormat) -> np.ndarray:
     return values.reshape(len(data) // fmt.beats, fmt.elements)
 
 
-def write_hex(path, beats: np.ndarray) -> None:
-    """One beat per line as hexadecimal, most significant digit first (what the testbenches read)."""
-    lines = [row[::-1].tobytes().hex() for row in np.asarray(beats, dtype=np.uint8)]
+def write_hex(path, beats: np.ndarray, width: int | None = None) -> None:
+    """One beat per line as hexadecimal, most significant digit first (what the testbenches read).
+
+    With ``width``, each beat is masked to ``width`` bits and written as exactly ``ceil(width / 4)`` digits: a
+    ``$readmemh`` into a ``width``-bit memory warns about any digit beyond those (Icarus: "excess hex digits").
+    """
+    rows = np.asarray(beats, dtype=np.uint8)
+    if width is None:
+        lines = [row[::-1].tobytes().hex() for row in rows]
+    else:
+        mask, digits = (1 << width) - 1, -(-width // 4)
+        lines = [f"{int.from_bytes(row.tobytes(), 'little') & mask:0{digits}x}" for row in rows]
     with open(path, "w") as f:
         f.write("\n".join(lines) + ("\n" if lines else ""))
 

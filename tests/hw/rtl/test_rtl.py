@@ -29,7 +29,7 @@ from bnnflow.hw.rtl.stream import StreamFormat, decode, encode, read_hex, write_
 from bnnflow.hw.simulator import Simulator
 from bnnflow.pipeline.compile.streamline import streamline_model
 from bnnflow.pipeline.export import export_model
-from tests.hw.conftest import build_dataflow
+from tests.hw.conftest import build_dataflow, threshold_pool_label_chain
 from tests.hw.test_simulator_property import conv_networks, networks
 
 
@@ -118,9 +118,9 @@ def test_weight_rom_layout_round_trips(tmp_path: Path) -> None:
 def test_overlapping_pool_is_refused_and_old_design_kept(tmp_path: Path) -> None:
     """An overlapping pool is a legal dataflow graph (the simulator runs it) that the RTL cannot build."""
     folder = tmp_path / "rtl"
-    generate_rtl(_threshold_pool_label_chain(), folder)
+    generate_rtl(threshold_pool_label_chain(), folder)
     before = sorted(p.name for p in folder.iterdir())
-    overlapping = _threshold_pool_label_chain(pool_stride=1)
+    overlapping = threshold_pool_label_chain(pool_stride=1)
     Simulator(overlapping)
     with pytest.raises(UnsupportedGraphError, match="StreamingMaxPool_0.*stride = kernel"):
         generate_rtl(overlapping, folder)
@@ -174,50 +174,11 @@ def _digits_qonnx():
         return export_model(model, (1, 8, 8))
 
 
-def _threshold_pool_label_chain(pool_stride: int = 2):
-    """Thresholding (signed input, thresholds below, on and above its range) -> 2x2 max-pooling -> flatten ->
-    label select, with lanes 3 -> 2 -> 4 (or 3), built by hand as no compiled network has it."""
-    from onnx import TensorProto, helper
-    from qonnx.core.datatype import DataType
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    from bnnflow.hw.ops.base import DOMAIN
-
-    rng = np.random.default_rng(5)
-    thresholds = np.sort(rng.integers(-40, 40, (6, 3)), axis=1)
-    thresholds[0] = [-40, -32, 0]  # below the INT6 range, on its minimum, inside
-    thresholds[1] = [31, 32, 50]  # on the maximum, above it
-    side = (4 - 2) // pool_stride + 1
-    labels = side * side * 6
-    label_type = f"UINT{(labels - 1).bit_length()}"
-    nodes = [
-        helper.make_node("Thresholding", ["x", "t"], ["a"], domain=DOMAIN, name="Thresholding_0", NumChannels=6, PE=3,
-                         numInputVectors=[4, 4], inputDataType="INT6", outputDataType="UINT2"),
-        helper.make_node("StreamingMaxPool", ["a"], ["p"], domain=DOMAIN, name="StreamingMaxPool_0", NumChannels=6,
-                         ImgDim=[4, 4], PoolDim=[2, 2], Stride=[pool_stride, pool_stride], PE=2, inputDataType="UINT2",
-                         outputDataType="UINT2"),
-        helper.make_node("Reshape", ["p", "shape"], ["f"], name="Reshape_0"),
-        helper.make_node("LabelSelect", ["f"], ["y"], domain=DOMAIN, name="LabelSelect_0", Labels=labels,
-                         PE=4 if labels % 4 == 0 else 3, inputDataType="UINT2", outputDataType=label_type),
-    ]
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])])
-    model = ModelWrapper(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
-                                                                 helper.make_opsetid(DOMAIN, 1)]))
-    model.set_initializer("t", thresholds.astype(np.float32))
-    model.set_initializer("shape", np.asarray([-1, labels], dtype=np.int64))
-    for name, dtype in (("x", "INT6"), ("a", "UINT2"), ("p", "UINT2"), ("f", "UINT2"), ("y", label_type)):
-        model.set_tensor_datatype(name, DataType[dtype])
-    for name, shape in (("a", [1, 4, 4, 6]), ("p", [1, side, side, 6]), ("f", [1, labels])):
-        model.set_tensor_shape(name, shape)
-    return model
-
-
 def test_threshold_pool_and_label_chain_cosimulates(tmp_path: Path) -> None:
     """The ops no zoo network uses this way: standalone multi-threshold on signed values (thresholds below, on
     and above the range), max-pooling of 2-bit codes, and label select over many ties, joined by a gearbox width
     converter (3 lanes into 2)."""
-    model = _threshold_pool_label_chain()
+    model = threshold_pool_label_chain()
     report = check_design(model, tmp_path / "chain", frames=30, seed=3)
     interface = json.loads((tmp_path / "chain" / "interface.json").read_text())
     modules = {name.removesuffix(".v") for name in interface["sources"]}
