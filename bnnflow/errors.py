@@ -13,22 +13,27 @@ class BnnflowError(Exception):
     exit_code = 1
 
 
-class ConfigError(BnnflowError):
+class InputError(BnnflowError):
+    """Bad input: a file or folder the user named is missing, unreadable or of the wrong kind, or an argument is
+    out of range. The subclasses say which kind of input."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
     """A configuration file, flag or value is wrong (unknown key, wrong type, out of range)."""
 
-    exit_code = 2
+
+class DataError(InputError):
+    """A data set or an array file is missing or not in the expected layout."""
 
 
-class DataError(BnnflowError):
-    """A data set is missing or not in the expected layout."""
-
-    exit_code = 2
-
-
-class CheckpointError(BnnflowError):
+class CheckpointError(InputError):
     """A checkpoint is missing, corrupt, or not written by bnnflow."""
 
-    exit_code = 2
+
+class RunBusyError(InputError):
+    """Another bnnflow process holds the run folder (its lock); the message names that process."""
 
 
 class UnsupportedGraphError(BnnflowError):

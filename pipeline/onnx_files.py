@@ -8,22 +8,23 @@ import onnx
 from google.protobuf.message import DecodeError
 from qonnx.core.modelwrapper import ModelWrapper
 
-from bnnflow.errors import UnsupportedGraphError
+from bnnflow.errors import InputError
 from bnnflow.pipeline.rundir import atomic_path
 
 
 def load_model(path: Path, produced_by: str) -> ModelWrapper:
-    """Load an ONNX file; a missing or malformed file is one clear error naming the stage that writes it."""
+    """Load an ONNX file; a missing or malformed file is one clear ``InputError`` naming the stage that writes it."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an ONNX file")
     if not path.is_file():
-        raise UnsupportedGraphError(f"{path} does not exist; run `bnnflow {produced_by}` first")
+        raise InputError(f"{path} does not exist; run `bnnflow {produced_by}` first")
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except (DecodeError, onnx.checker.ValidationError, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UnsupportedGraphError(f"{path} is not a valid ONNX model ({first}); rerun `bnnflow {produced_by}`") \
-            from None
+        raise InputError(f"{path} is not a valid ONNX model ({first}); rerun `bnnflow {produced_by}`") from None
     return ModelWrapper(model)
 
 
