@@ -3,10 +3,15 @@
 Never a pickle: safetensors holds only tensors, and everything else (model name and arguments, epoch,
 optimizer hyper-parameters) is JSON in the file's metadata under the key ``bnnflow``. A checkpoint holds all
 that ``--resume`` needs to continue a run bit for bit, and all that ``export`` needs to rebuild the model.
+
+safetensors checks the file's layout, not its bytes: a flipped bit in a weight loads without a word. So the
+metadata also holds ``bnnflow_sha256``, the sha256 of the header and of every tensor (name, dtype, shape and
+bytes), and every load recomputes it: a damaged checkpoint is refused before it is resumed or exported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +27,18 @@ from bnnflow.models import create_model
 from bnnflow.pipeline.rundir import atomic_path
 
 FORMAT = "bnnflow-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: with bnnflow_sha256; 1 (no checksum) is still read, unchecked, with a warning
+DIGEST_KEY = "bnnflow_sha256"
+
+
+def payload_sha256(header_json: str, tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of what a checkpoint means: its JSON header, then each tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256(header_json.encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"\0{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -88,8 +104,10 @@ def save_checkpoint(path: Path, model: nn.Module, model_name: str, model_args: d
                     scalars.setdefault(str(index), {})[name] = value
         header["optimizer"] = {"param_groups": opt_state["param_groups"], "scalars": scalars}
         tensors["rng.torch"] = torch.get_rng_state()
+    header_json = json.dumps(header)
+    metadata = {"bnnflow": header_json, DIGEST_KEY: payload_sha256(header_json, tensors)}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"bnnflow": json.dumps(header)})
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -108,12 +126,22 @@ def load_checkpoint(path: Path) -> Checkpoint:
         header = json.loads(metadata["bnnflow"])
         if header.get("format") != FORMAT:
             raise KeyError("format")
-    except (KeyError, json.JSONDecodeError):
+    except (KeyError, json.JSONDecodeError, AttributeError):
         raise CheckpointError(f"{path} is a safetensors file but not a bnnflow checkpoint "
                               "(no bnnflow header); point to RUN/train/checkpoint.safetensors") from None
-    if header.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {header.get('format_version')}, "
-                              f"this bnnflow reads version {FORMAT_VERSION}")
+    version = header.get("format_version")
+    if version == FORMAT_VERSION:
+        if metadata.get(DIGEST_KEY) != payload_sha256(metadata["bnnflow"], tensors):
+            raise CheckpointError(f"checkpoint {path} is damaged: its content does not match the checksum written "
+                                  "with it; resume from an intact copy, or retrain")
+    elif version == 1:
+        from bnnflow.pipeline.console import out
+
+        out.info(f"warning: {path} was written by bnnflow before checkpoints carried a checksum; it cannot be "
+                 "checked for damage")
+    else:
+        raise CheckpointError(f"{path} has checkpoint format version {version}, this bnnflow reads versions 1 "
+                              f"and {FORMAT_VERSION}")
     try:
         return _unpack(header, tensors)
     except (KeyError, TypeError, ValueError) as err:
