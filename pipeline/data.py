@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gzip
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +69,18 @@ def _limit(dataset: Dataset, n: int) -> Dataset:
     return torch.utils.data.Subset(dataset, range(n))
 
 
+def _check_labels(labels: np.ndarray, num_classes: int, source: str) -> None:
+    """Labels must index the classes: one outside them would fail deep inside the loss, mid-training."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise DataError(f"{source}: label {labels[bad[0]]} at index {bad[0]} is outside the {num_classes} classes "
+                        f"(0 to {num_classes - 1}); the labels file is damaged or belongs to another data set")
+
+
 def _tensor_splits(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                   class_names: tuple[str, ...]) -> DataSplits:
+                   class_names: tuple[str, ...], source: str) -> DataSplits:
+    _check_labels(y_train, len(class_names), f"{source} (training split)")
+    _check_labels(y_test, len(class_names), f"{source} (test split)")
     return DataSplits(
         train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train.astype(np.int64))),
         test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y_test.astype(np.int64))),
@@ -89,7 +100,7 @@ def _load_digits(cfg: DataConfig) -> DataSplits:
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=cfg.test_fraction, random_state=cfg.split_seed, stratify=labels
     )
-    return _tensor_splits(x_train, y_train, x_test, y_test, tuple(str(i) for i in range(10)))
+    return _tensor_splits(x_train, y_train, x_test, y_test, tuple(str(i) for i in range(10)), "digits")
 
 
 def _require_root(cfg: DataConfig, layout: str) -> Path:
@@ -115,7 +126,7 @@ def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path} could not be read ({err}); re-extract the MNIST files") from None
     if len(raw) < 4 or int.from_bytes(raw[:4], "big") != expected_magic:
         raise DataError(f"{path} is not an MNIST IDX file (bad magic number); re-extract the MNIST files")
@@ -142,7 +153,7 @@ def _load_mnist(cfg: DataConfig) -> DataSplits:
         if len(images) != len(labels):
             raise DataError(f"{img} has {len(images)} images but {lbl} has {len(labels)} labels")
         arrays[split] = ((images[:, None] / 255.0).astype(np.float32), labels)
-    return _tensor_splits(*arrays["train"], *arrays["test"], tuple(str(i) for i in range(10)))
+    return _tensor_splits(*arrays["train"], *arrays["test"], tuple(str(i) for i in range(10)), f"MNIST in {root}")
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -189,7 +200,7 @@ def _load_cifar10(cfg: DataConfig) -> DataSplits:
     y_train = np.concatenate([b[1] for b in train])
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     return _tensor_splits((x_train / 255.0).astype(np.float32), y_train, (x_test / 255.0).astype(np.float32),
-                          y_test, classes)
+                          y_test, classes, f"CIFAR-10 in {folder}")
 
 
 class ImageFolderDataset(Dataset):

@@ -143,10 +143,21 @@ def _distributed() -> tuple[int, int]:
 
 
 def _read_metrics(path: Path, before_epoch: int) -> list[dict[str, Any]]:
+    """The metrics of the epochs before ``before_epoch``, which a resumed run continues."""
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if r["epoch"] < before_epoch]
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if isinstance(row, dict) and isinstance(row["epoch"], int) and row["epoch"] < before_epoch:
+                rows.append(row)
+        except (ValueError, KeyError, TypeError):
+            raise CheckpointError(f"{path} is damaged at line {number} (not an epoch's JSON record); restore it, or "
+                                  "delete it to resume without the curves of the earlier epochs") from None
+    return rows
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -187,7 +198,10 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, data: DataSplits | 
         optimizer.load_state_dict(state.optimizer_state)
         torch.set_rng_state(state.rng_state)
         start_epoch = state.epoch
-        out.info(f"resuming {run.root} at epoch {start_epoch + 1} of {tcfg.epochs}")
+        if start_epoch >= tcfg.epochs:
+            out.info(f"{run.root}: training finished ({start_epoch} of {tcfg.epochs} epochs); nothing to resume")
+        else:
+            out.info(f"resuming {run.root} at epoch {start_epoch + 1} of {tcfg.epochs}")
     history = _read_metrics(run.metrics, start_epoch) if rank == 0 else []
     flips = FlipRate(model)  # weight oscillation: the share of binary weights whose sign an optimizer step flips
 
