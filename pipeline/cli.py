@@ -1,17 +1,23 @@
 """The ``bnnflow`` command: one typer command per stage, each a few lines over the same functions as the API.
 
 Errors a user can cause (``BnnflowError``) become one line on stderr and the error's exit code; the traceback
-is shown only with ``--debug`` or ``BNNFLOW_DEBUG=1``. Anything else is a bug and propagates.
+is shown only with ``--debug`` or ``BNNFLOW_DEBUG=1``. Anything else is a bug and propagates. Every path a user
+gives is made absolute here, once (``command``), so no stage and no tool it calls depends on the working
+directory.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
+import shlex
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import numpy as np
 import typer
@@ -22,8 +28,8 @@ from bnnflow.pipeline.console import out
 
 app = typer.Typer(
     name="bnnflow",
-    help="Binary neural networks from training to hardware: train, export, compile (and, as stages land, "
-    "simulate, build and deploy).",
+    help="Binary neural networks from training to hardware: train, export, compile, simulate, build RTL and "
+    "bitstreams, and deploy to edge boards.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -32,6 +38,28 @@ app = typer.Typer(
 edge_app = typer.Typer(help="ONNX Runtime models of a run for ARM boards and Jetson: export, bench, bundle.",
                        no_args_is_help=True)
 app.add_typer(edge_app, name="edge")
+
+
+def _absolute(value: Any) -> Any:
+    """A path (or list of paths) from the command line, resolved against the working directory."""
+    if isinstance(value, Path):
+        return Path(os.path.abspath(value.expanduser()))
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    return value
+
+
+def command(group: typer.Typer = app, *args: Any, **kwargs: Any) -> Callable:
+    """``group.command(...)`` for a function whose ``Path`` arguments arrive absolute."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def with_absolute_paths(**params: Any) -> Any:
+            return fn(**{name: _absolute(value) for name, value in params.items()})
+
+        return group.command(*args, **kwargs)(with_absolute_paths)
+
+    return decorate
 
 ConfigArg = Annotated[Optional[Path], typer.Argument(help="TOML config file; omit for the digits default.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<config name>].")]
@@ -64,14 +92,43 @@ def _resolve_config(config: Optional[Path], sets: Optional[list[str]], **shortcu
     for name, value in shortcuts.items():
         if value is not None:
             overrides[keys[name]] = str(value) if isinstance(value, Path) else value
-    return load_config(config).with_overrides(overrides)
+    return load_config(config).with_overrides(overrides).with_absolute_paths(Path.cwd())
 
 
 def _default_out(config: Optional[Path]) -> Path:
-    return Path("runs") / (config.stem if config else "default")
+    return Path.cwd() / "runs" / (config.stem if config else "default")
 
 
-@app.command()
+def _parse_steps(steps: Optional[str]) -> list[str]:
+    """``--steps a,b`` checked against the known steps before anything is written."""
+    from bnnflow.pipeline.steps import DEFAULT_STEPS, resolve_steps
+
+    names = [name.strip() for name in steps.split(",")] if steps else DEFAULT_STEPS
+    resolve_steps(names)
+    return names
+
+
+@contextmanager
+def _existing_run(path: Path) -> Iterator[Any]:
+    """The run folder ``path`` (refused when it is not a run), held under its lock for the block."""
+    from bnnflow.pipeline.rundir import RunDir
+    from bnnflow.pipeline.runlock import run_lock
+
+    run = RunDir(path)
+    run.read_config()
+    with run_lock(run.root):
+        yield run
+
+
+def _update_config(run: Any, before: Any, after: Any) -> None:
+    """Write the settings a command was given into config.toml, and say which changed (no hidden state)."""
+    changes = after.changes(before)
+    if changes:
+        run.write_config(after)
+        out.info(f"recorded in {run.config_path}: {'; '.join(changes)}")
+
+
+@command()
 def run(
     config: ConfigArg = None,
     out_dir: OutOpt = None,
@@ -87,20 +144,21 @@ def run(
 ) -> None:
     """Run the whole pipeline (train, export, ...) into one run directory.
 
-    Rerunning with the same configuration continues where the last run stopped.
+    Rerunning with the same configuration continues where the last run stopped: stages that are up to date are
+    skipped, saying so, and a stage whose inputs changed runs again with everything after it.
     """
     cfg = _resolve_config(config, sets, model=model, method=method, data=data, data_dir=data_dir, epochs=epochs,
                           seed=seed)
-    from bnnflow.pipeline.steps import DEFAULT_STEPS, prepare_run, run_steps, validate
+    from bnnflow.pipeline.steps import open_run, run_steps, validate
 
-    step_names = steps.split(",") if steps else DEFAULT_STEPS
+    step_names = _parse_steps(steps)
     cfg = validate(cfg)
-    run_dir = prepare_run(cfg, out_dir or _default_out(config), force=force)
-    summary = run_steps(cfg, run_dir, step_names)
+    with open_run(cfg, out_dir or _default_out(config), force=force) as run_dir:
+        summary = run_steps(cfg, run_dir, step_names, skip_current=True)
     _print_summary(run_dir.root, summary)
 
 
-@app.command()
+@command()
 def train(
     config: ConfigArg = None,
     out_dir: OutOpt = None,
@@ -120,7 +178,7 @@ def train(
     """
     cfg = _resolve_config(config, sets, model=model, method=method, data=data, data_dir=data_dir, epochs=epochs,
                           seed=seed)
-    from bnnflow.pipeline.steps import prepare_run, run_steps, validate
+    from bnnflow.pipeline.steps import STAGES, open_run, run_steps, validate
     from bnnflow.pipeline.train import train as train_fn
 
     cfg = validate(cfg)
@@ -134,33 +192,30 @@ def train(
         from bnnflow.errors import ConfigError
 
         raise ConfigError(f"{root} already has a training; pass --resume to continue it or --force to start over")
-    run_dir = prepare_run(cfg, root, force=force)
 
     def step_train(cfg, run):
         """Train (resuming when asked)."""
         return train_fn(cfg, run, resume=resume)
 
-    summary = run_steps(cfg, run_dir, [step_train])
+    with open_run(cfg, root, force=force) as run_dir:
+        summary = run_steps(cfg, run_dir, [STAGES["train"].with_fn(step_train)])
     _print_summary(run_dir.root, summary)
 
 
-@app.command()
+@command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with a trained checkpoint.")],
     verify: Annotated[bool, typer.Option(help="Check model.qonnx against PyTorch with qonnx's executor.")] = True,
 ) -> None:
     """Export RUN/train/checkpoint.safetensors to RUN/model.qonnx (1-bit QONNX), verified with qonnx."""
-    from bnnflow.pipeline.rundir import RunDir
     from bnnflow.pipeline.steps import run_steps
 
-    run = RunDir(run_dir)
-    cfg = run.read_config()
-    cfg = cfg.with_overrides({"export.verify": verify})
-    summary = run_steps(cfg, run, ["export"])
+    with _existing_run(run_dir) as run:  # --no-verify holds for this export only: a later `run` verifies again
+        summary = run_steps(run.read_config().with_overrides({"export.verify": verify}), run, ["export"])
     _print_summary(run.root, summary)
 
 
-@app.command("compile")
+@command(app, "compile")
 def compile_cmd(
     source: Annotated[Path, typer.Argument(help="A run directory with model.qonnx, or a QONNX file.")],
     out_dir: OutOpt = None,
@@ -176,41 +231,47 @@ def compile_cmd(
     """Compile model.qonnx into streamlined.onnx and a folded dataflow.onnx, with estimates.
 
     SOURCE is a run directory (its config.toml gets the settings used, once the compile succeeds), or a QONNX
-    file exported elsewhere, which starts a new run directory in --out [default: runs/<file name>].
+    file exported elsewhere, which starts a run directory in --out [default: runs/<file name>-<hash of its
+    path>]; a run compiled from another model is not replaced without --force.
     """
     from bnnflow.hw.boards import get_board
-    from bnnflow.pipeline.compile.stage import compile_file, compile_run
+    from bnnflow.pipeline.compile.stage import compile_run, import_run
     from bnnflow.pipeline.config import Config
-    from bnnflow.pipeline.rundir import RunDir
-    from bnnflow.pipeline.steps import run_steps
+    from bnnflow.pipeline.steps import STAGES, run_steps
 
     options = {"board": board, "target_fps": target_fps, "clock_mhz": clock_mhz, "label_select": label_select,
                "verify": verify}
     overrides = {f"compile.{k}": v for k, v in options.items() if v is not None}
     if source.is_dir():
-        run = RunDir(source)
-        cfg = run.read_config().with_overrides(overrides)
-        get_board(cfg.compile.board)
-        summary = run_steps(cfg, run, ["compile"])
-        run.write_config(cfg)
+        with _existing_run(source) as run:
+            before = run.read_config()
+            cfg = before.with_overrides(overrides)
+            get_board(cfg.compile.board)
+            summary = run_steps(cfg, run, ["compile"])
+            _update_config(run, before, cfg)
     else:
         from bnnflow.pipeline.simulate import load_array
 
         cfg = Config().with_overrides(overrides)
         get_board(cfg.compile.board)
         images = load_array(inputs, "inputs") if inputs is not None else None
-        run = compile_file(source, out_dir or Path("runs") / source.stem, cfg, images, force=force)
-        stored = np.load(run.verify_dir / "inputs.npy")
+        with import_run(source, out_dir or _default_import_out(source), cfg, images, force=force) as run:
+            stored = np.load(run.verify_dir / "inputs.npy")
 
-        def step_compile(cfg, run):
-            """Compile the QONNX file, verifying on the stored inputs."""
-            return compile_run(cfg, run, stored)
+            def step_compile(cfg, run):
+                """Compile the QONNX file, verifying on the stored inputs."""
+                return compile_run(cfg, run, stored)
 
-        summary = run_steps(cfg, run, [step_compile])
+            summary = run_steps(cfg, run, [STAGES["compile"].with_fn(step_compile)])
     _print_summary(run.root, summary)
 
 
-@app.command()
+def _default_import_out(source: Path) -> Path:
+    """runs/NAME-HASH for a QONNX file: two files of one name in different folders get different runs."""
+    return Path.cwd() / "runs" / f"{source.stem}-{hashlib.sha256(str(source).encode()).hexdigest()[:8]}"
+
+
+@command()
 def simulate(
     target: Annotated[Path, typer.Argument(help="A run directory, or a dataflow.onnx file.")],
     inputs: Annotated[Optional[Path], typer.Option(help="Accelerator inputs (.npy, integer codes).")] = None,
@@ -220,7 +281,7 @@ def simulate(
                                                  "checked against the compiled model.")] = None,
     record: Annotated[Optional[Path], typer.Option(help="Write golden vectors (inputs.npy, expected.npy) here.")] = None,
     golden: Annotated[Optional[Path], typer.Option(help="Check against golden vectors written by --record.")] = None,
-    batch: Annotated[int, typer.Option(help="Frames per simulator call.")] = 256,
+    batch: Annotated[int, typer.Option(min=1, help="Frames per simulator call.")] = 256,
     clock_mhz: Annotated[Optional[float], typer.Option(help="Clock for the timing line [default: the run's, "
                                                        "or 100 MHz for a bare dataflow.onnx].")] = None,
 ) -> None:
@@ -228,7 +289,7 @@ def simulate(
 
     With a run directory and no inputs, runs the run's simulate step (simulator vs qonnx, timing report).
     """
-    from bnnflow.errors import ConfigError, VerificationError
+    from bnnflow.errors import ConfigError, DataError, VerificationError
     from bnnflow.hw.estimates import timing
     from bnnflow.hw.simulator import Simulator, compare, describe_mismatch
     from bnnflow.pipeline import simulate as sim
@@ -238,12 +299,16 @@ def simulate(
 
     is_run = target.is_dir()
     if is_run and not any((inputs, split, golden)):
-        run = RunDir(target)
-        summary = run_steps(run.read_config(), run, ["simulate"])
+        with _existing_run(target) as run:
+            summary = run_steps(run.read_config(), run, ["simulate"])
         _print_summary(run.root, summary)
         return
     if sum(x is not None for x in (inputs, split, golden)) != 1:
         raise ConfigError("give exactly one source of inputs: --inputs X.npy, --split NAME (run only) or --golden DIR")
+    if out_file is not None and out_file.is_dir():
+        raise ConfigError(f"--out {out_file} is a folder; give the .npy file to write the outputs to")
+    if record is not None and record.exists() and not record.is_dir():
+        raise ConfigError(f"--record {record} is a file; give a folder for inputs.npy and expected.npy")
     expected = None
     if split is not None:
         if not is_run:
@@ -257,8 +322,13 @@ def simulate(
         frames = sim.load_array(inputs, "inputs")
     if expect is not None:
         expected = sim.load_array(expect, "expected outputs")
+    if is_run:
+        RunDir(target).read_config()
     dataflow = load_model(RunDir(target).dataflow if is_run else target, "compile")
     got = Simulator(dataflow).run(frames, batch)
+    if expected is not None and (expected.ndim == 0 or len(expected) != len(got) or expected[0].size != got[0].size):
+        raise DataError(f"the expected outputs have shape {expected.shape}, but the accelerator gives "
+                        f"{got.shape} for these inputs; pass outputs of the same run and inputs")
     if clock_mhz is None:
         clock_mhz = 100.0
         if is_run:
@@ -283,20 +353,20 @@ def simulate(
         out.info(f"simulate: {len(got)} frames simulated")
 
 
-@app.command()
+@command()
 def rtl(run_dir: Annotated[Path, typer.Argument(help="A run directory with dataflow.onnx.")]) -> None:
     """Write the accelerator's Verilog to RUN/rtl, lint it, and cosimulate it against the simulator.
 
     Exit 4 when any output of the Verilator model differs from the simulator's.
     """
-    from bnnflow.pipeline.rundir import RunDir
     from bnnflow.pipeline.steps import run_steps
 
-    run = RunDir(run_dir)
-    _print_summary(run.root, run_steps(run.read_config(), run, ["rtl"]))
+    with _existing_run(run_dir) as run:
+        summary = run_steps(run.read_config(), run, ["rtl"])
+    _print_summary(run.root, summary)
 
 
-@app.command()
+@command()
 def bitstream(
     run_dir: Annotated[Path, typer.Argument(help="A run directory whose RTL `bnnflow rtl` wrote.")],
     board: Annotated[Optional[str], typer.Option(help="Open-toolchain board [default: the run's].")] = None,
@@ -307,21 +377,21 @@ def bitstream(
     """
     from bnnflow.hw.boards import get_board
     from bnnflow.pipeline.fpga import bitstream_run
-    from bnnflow.pipeline.rundir import RunDir
-    from bnnflow.pipeline.steps import run_steps
+    from bnnflow.pipeline.steps import STAGES, run_steps
 
-    run = RunDir(run_dir)
-    cfg = run.read_config()
-    name = get_board(board or cfg.compile.board).name
+    with _existing_run(run_dir) as run:
+        cfg = run.read_config()
+        name = get_board(board or cfg.compile.board).name
 
-    def step_bitstream(cfg, run):
-        """Build the bitstream for the chosen board."""
-        return bitstream_run(cfg, run, name)
+        def step_bitstream(cfg, run):
+            """Build the bitstream for the chosen board."""
+            return bitstream_run(cfg, run, name)
 
-    _print_summary(run.root, run_steps(cfg, run, [step_bitstream]))
+        summary = run_steps(cfg, run, [STAGES["bitstream"].with_fn(step_bitstream)])
+    _print_summary(run.root, summary)
 
 
-@app.command("fpga-run")
+@command(app, "fpga-run")
 def fpga_run(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with a bitstream loaded on the board.")],
     port: Annotated[str, typer.Option(help="The board's serial port.")] = "/dev/ttyUSB0",
@@ -358,7 +428,7 @@ def fpga_run(
     out.info(f"fpga-run: {describe_mismatch(result)} on {port}")
 
 
-@app.command()
+@command()
 def finn(
     run_dir: Annotated[Path, typer.Argument(help="A compiled run directory (model.qonnx, dataflow.onnx).")],
     board: Annotated[Optional[str], typer.Option(help="FINN board: Pynq-Z1, Pynq-Z2, Ultra96, Ultra96-V2, ZCU102, "
@@ -382,87 +452,64 @@ def finn(
     PYNQ driver; elsewhere it writes the directory and says how to build it.
     """
     from bnnflow.pipeline.finn import board_check, finn_run, with_finn_options
-    from bnnflow.pipeline.rundir import RunDir
-    from bnnflow.pipeline.steps import run_steps
+    from bnnflow.pipeline.steps import STAGES, run_steps
 
-    run = RunDir(run_dir)
-    if check_on_board:
-        result = board_check(run, host)
-        if result:
-            out.info(f"finn: all {result['board_samples']} outputs of the board equal bnnflow's")
-        return
-    cfg = with_finn_options(run.read_config(), board=board, target_fps=target_fps, clock_mhz=clock_mhz,
-                            verify_samples=verify_samples)
+    with _existing_run(run_dir) as run:
+        if check_on_board:
+            result = board_check(run, host)
+            if result:
+                out.info(f"finn: all {result['board_samples']} outputs of the board equal bnnflow's")
+            return
+        before = run.read_config()
+        cfg = with_finn_options(before, board=board, target_fps=target_fps, clock_mhz=clock_mhz,
+                                verify_samples=verify_samples)
 
-    def step_finn(cfg, run):
-        """Write and (with FINN installed) build the FINN directory."""
-        return finn_run(cfg, run, build=build, estimate_only=estimate)
+        def step_finn(cfg, run):
+            """Write and (with FINN installed) build the FINN directory."""
+            return finn_run(cfg, run, build=build, estimate_only=estimate)
 
-    summary = run_steps(cfg, run, [step_finn])
-    run.write_config(cfg)  # the [finn] settings this directory was written with
+        summary = run_steps(cfg, run, [STAGES["finn"].with_fn(step_finn)])
+        _update_config(run, before, cfg)  # the [finn] settings this directory was written with
     _print_summary(run.root, summary)
 
 
-@edge_app.command("export")
+@command(edge_app, "export")
 def edge_export(run_dir: Annotated[Path, typer.Argument(help="A run directory with model.qonnx.")]) -> None:
-    """Write RUN/edge/reference.onnx (standard ops) and bitpacked.onnx (binary layers on bnnflow's XNOR kernel).
+    """Write RUN/edge/reference.onnx (standard ops), int8.onnx (int8 QDQ) and bitpacked.onnx (bnnflow's XNOR kernel).
 
     Each is run under ONNX Runtime on the test inputs and must equal the simulator (a compiled run) or
     model.qonnx (a network without a hardware form): exit 4 otherwise.
     """
-    from bnnflow.pipeline.edge.stage import edge_export_run
-    from bnnflow.pipeline.rundir import RunDir
     from bnnflow.pipeline.steps import run_steps
 
-    run = RunDir(run_dir)
-
-    def step_edge(cfg, run):
-        """Export and check the ONNX Runtime variants."""
-        return edge_export_run(cfg, run)
-
-    _print_summary(run.root, run_steps(run.read_config(), run, [step_edge]))
+    with _existing_run(run_dir) as run:
+        summary = run_steps(run.read_config(), run, ["edge"])
+    _print_summary(run.root, summary)
 
 
-@edge_app.command("bench")
+@command(edge_app, "bench")
 def edge_bench(
     run_dir: Annotated[Path, typer.Argument(help="A run directory whose edge models `bnnflow edge export` wrote.")],
-    runs: Annotated[int, typer.Option(help="Timed rounds (each runs every model once, batch 1).")] = 50,
-    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0 = its default).")] = 1,
+    runs: Annotated[int, typer.Option(min=1, help="Timed rounds (each runs every model once, batch 1).")] = 50,
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads (0 = its default).")] = 1,
     provider: Annotated[Optional[str], typer.Option(help="cpu, cuda or tensorrt [default: the best present].")] = None,
 ) -> None:
     """Latency (p50, p90, p99) and frames/s of each edge model and of the float model of the same architecture,
     measured in interleaved rounds, into RUN/edge/bench.json and bench.png."""
-    from bnnflow.errors import ConfigError
-    from bnnflow.pipeline.edge.bench import bench_run
-    from bnnflow.pipeline.edge.runtime import providers
-    from bnnflow.pipeline.rundir import RunDir
-    from bnnflow.pipeline.steps import run_steps
+    from bnnflow.pipeline.edge.bench import bench_stage
+    from bnnflow.pipeline.steps import STAGES, run_steps
 
-    run = RunDir(run_dir)
-    if not (run.root / "edge" / "bitpacked.onnx").is_file():
-        raise ConfigError(f"{run.root} has no edge models; run `bnnflow edge export {run.root}` first")
-    chosen = providers(provider)
-    out.info(f"edge bench: running on {chosen[0]}" + (f" (also available: {', '.join(chosen[1:])})"
-                                                      if len(chosen) > 1 else ""))
+    with _existing_run(run_dir) as run:
 
-    def step_bench(cfg, run):
-        """Time the edge models."""
-        from bnnflow.pipeline.onnx_files import load_model
+        def step_bench(cfg, run):
+            """Time the edge models."""
+            return bench_stage(cfg, run, runs, threads, provider)
 
-        model = load_model(run.qonnx, "export")
-        shape = tuple(model.get_tensor_shape(model.graph.input[0].name)[1:])
-        classes = model.get_tensor_shape(model.graph.output[0].name)[-1]
-        report = bench_run(run.root, cfg.model.name, shape, classes, runs, threads, provider)
-        for name, entry in report["models"].items():
-            out.info(f"{name:>10}: p50 {entry['p50_ms']:.3f} ms, p90 {entry['p90_ms']:.3f}, p99 "
-                     f"{entry['p99_ms']:.3f}; {entry['frames_per_second']:,.0f} frames/s, "
-                     f"{entry['speedup_vs_float']}x the float model")
-        return {f"{name}_p50_ms": entry["p50_ms"] for name, entry in report["models"].items()}
-
-    _print_summary(run.root, run_steps(run.read_config(), run, [step_bench]))
+        summary = run_steps(run.read_config(), run, [STAGES["bench"].with_fn(step_bench)])
+    _print_summary(run.root, summary)
 
 
-@edge_app.command("bundle")
+@command(edge_app, "bundle")
 def edge_bundle(
     run_dir: Annotated[Path, typer.Argument(help="A run directory whose edge models `bnnflow edge export` wrote.")],
     target: Annotated[str, typer.Option(help="rpi (Raspberry Pi OS 64-bit) or jetson (JetPack).")] = "rpi",
@@ -470,19 +517,19 @@ def edge_bundle(
     """Pack RUN/edge into RUN/edge/bundle-TARGET.tar.gz: the models, labels, sample inputs, a one-file runner
     (onnxruntime and numpy only), the kernel's source with its build line, and a README for the target."""
     from bnnflow.pipeline.edge.stage import edge_bundle_run
-    from bnnflow.pipeline.rundir import RunDir
-    from bnnflow.pipeline.steps import run_steps
+    from bnnflow.pipeline.steps import STAGES, run_steps
 
-    run = RunDir(run_dir)
+    with _existing_run(run_dir) as run:
 
-    def step_bundle(cfg, run):
-        """Pack the deploy bundle."""
-        return edge_bundle_run(cfg, run, target)
+        def step_bundle(cfg, run):
+            """Pack the deploy bundle."""
+            return edge_bundle_run(cfg, run, target)
 
-    _print_summary(run.root, run_steps(run.read_config(), run, [step_bundle]))
+        summary = run_steps(run.read_config(), run, [STAGES["bundle"].with_fn(step_bundle)])
+    _print_summary(run.root, summary)
 
 
-@app.command()
+@command()
 def boards() -> None:
     """List the boards folding can target, with their FPGA and budgets."""
     from bnnflow.hw.boards import BOARDS
@@ -492,7 +539,7 @@ def boards() -> None:
               f"{board.ram_blocks:>5} x {board.fabric.ram_block_bits // 1024} Kbit RAM  {board.clock_mhz:g} MHz")
 
 
-@app.command()
+@command()
 def models(pattern: Annotated[str, typer.Argument(help="Shell-style filter.")] = "*") -> None:
     """List the registered models and their arguments."""
     from bnnflow.models import list_models
@@ -503,7 +550,7 @@ def models(pattern: Annotated[str, typer.Argument(help="Shell-style filter.")] =
         print(f"{name}({args})")
 
 
-@app.command()
+@command()
 def methods() -> None:
     """List the training methods, their options, and the pipeline paths a method cannot take."""
     from bnnflow.models.methods import create_method, list_methods, method_defaults
@@ -514,18 +561,16 @@ def methods() -> None:
         print(f"{name}({options})" + (f"  -- {limits}" if limits else ""))
 
 
-@app.command()
+@command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Rewrite RUN/report.html from RUN/summary.json and the run's plots."""
     from bnnflow.pipeline.report import write_report
-    from bnnflow.pipeline.rundir import RunDir
 
-    run = RunDir(run_dir)
-    run.read_config()
-    print(write_report(run))
+    with _existing_run(run_dir) as run:
+        print(write_report(run))
 
 
-@app.command()
+@command()
 def version() -> None:
     """Print the bnnflow version."""
     print(__version__)
@@ -543,20 +588,52 @@ def _print_summary(root: Path, summary: dict[str, Any]) -> None:
     out.info(f"run directory: {root}  (summary.json, report.html)")
 
 
+def _rerun_hint() -> str:
+    """The command that continues an interrupted one (training needs --resume to continue)."""
+    args = sys.argv[1:]
+    if "train" in args and "--resume" not in args:
+        args = [*args, "--resume"]
+    return shlex.join(["bnnflow", *args])
+
+
+#: OS errors that come from the machine or the user's folders, not from a bug: one line, like bad input
+_ENVIRONMENT_ERRNOS = {13, 28, 30, 122}  # EACCES, ENOSPC, EROFS, EDQUOT
+
+
 def main() -> None:
-    """Entry point: run the CLI, turning user errors into one line and an exit code."""
+    """Entry point: run the CLI, turning user errors into one line and an exit code.
+
+    Usage errors (an unknown option, a value out of range) are one line too, with exit code 2 as click gives them.
+    """
     warnings.filterwarnings("ignore", module="brevitas")
     warnings.filterwarnings("ignore", message=".*fast_hadamard_transform.*")
+    debug = os.environ.get("BNNFLOW_DEBUG") == "1" or "--debug" in sys.argv[1:]
     try:
-        app()
+        code = app(standalone_mode=False)  # typer turns Ctrl-C into exit code 130 without a word
+    except typer.Abort:
+        code = 130
+    except typer.TyperException as err:  # click's usage errors: an unknown option, a bad value
+        if type(err).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as standalone typer shows it
+            err.show()
+            sys.exit(0)
+        hint = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) is not None else ""
+        out.error(f"{err.format_message()}{hint}")
+        sys.exit(getattr(err, "exit_code", 2))
     except BnnflowError as err:
-        if os.environ.get("BNNFLOW_DEBUG") == "1":
+        if debug:
             raise
         out.error(str(err))
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        out.error("interrupted; rerun the same command to continue from the last checkpoint")
-        sys.exit(130)
+        code = 130
+    except OSError as err:
+        if debug or err.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        out.error(f"{err.strerror}: {err.filename}; free space or fix the folder's permissions, then rerun")
+        sys.exit(2)
+    if code == 130:
+        out.error(f"interrupted; rerun `{_rerun_hint()}` to continue where it stopped")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -46,12 +47,16 @@ def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     return {"range": (lo, hi)}
 
 
+#: metadata of a field that names a file or folder ("" = none); the CLI makes it absolute (``with_absolute_paths``)
+_PATH = {"path": True}
+
+
 @dataclass(frozen=True)
 class DataConfig:
     #: which data set to train and test on
     name: DatasetName = DatasetName.DIGITS
     #: folder holding the data set (unused for digits, which scikit-learn ships)
-    root: str = ""
+    root: str = field(default="", metadata=_PATH)
     #: fraction of the digits set held out for testing (a seeded, stratified split)
     test_fraction: float = field(default=0.2, metadata=_range(0.05, 0.95))
     #: seed of the digits train/test split; fixed so every run tests on the same images
@@ -116,10 +121,10 @@ class TrainConfig:
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.99))
     #: a trained run's checkpoint (RUN/train/checkpoint.safetensors) to distil from: the loss becomes ReActNet's
     #: distribution loss against its softmax instead of the cross-entropy on the labels ("" = no teacher)
-    teacher: str = ""
+    teacher: str = field(default="", metadata=_PATH)
     #: a trained run's checkpoint to start from (the second step of a two-step recipe): parameters whose names
     #: and shapes match are loaded, the rest keep their initialisation ("" = from scratch)
-    init_from: str = ""
+    init_from: str = field(default="", metadata=_PATH)
     #: seed of initialisation, shuffling and augmentation
     seed: int = field(default=0, metadata=_range(0))
     #: CPU threads for PyTorch (0 = PyTorch's default)
@@ -234,6 +239,23 @@ class Config:
             return value
 
         return {name: {k: plain(v) for k, v in dataclasses.asdict(getattr(self, name)).items()} for name in SECTIONS}
+
+    def changes(self, before: "Config") -> list[str]:
+        """``section.key = new (was old)`` for every setting that differs from ``before``, for messages."""
+        old, new = before.to_dict(), self.to_dict()
+        return [f"{section}.{key} = {new[section][key]!r} (was {old[section].get(key)!r})" for section in new
+                for key in new[section] if new[section][key] != old[section].get(key)]
+
+    def with_absolute_paths(self, base: Path) -> "Config":
+        """A copy whose relative file and folder fields are resolved against ``base``, so the run reads the same
+        files whatever the working directory of the stages that follow."""
+        sections = {}
+        for name in SECTIONS:
+            section = getattr(self, name)
+            changes = {f.name: os.path.abspath(Path(base, Path(getattr(section, f.name)).expanduser()))
+                       for f in fields(section) if f.metadata.get("path") and getattr(section, f.name)}
+            sections[name] = dataclasses.replace(section, **changes)
+        return Config(**sections)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Config":
         """A copy with dotted keys (``train.epochs``) replaced; values are validated like file values."""

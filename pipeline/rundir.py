@@ -1,6 +1,6 @@
 """The run directory: where each stage reads its input and writes its output, and the summary of the run.
 
-Layout (design.md): ``config.toml``, ``train/`` (checkpoint, metrics.jsonl, curves.png), ``model.qonnx``,
+Layout (docs/architecture.md): ``config.toml``, ``train/`` (checkpoint, metrics.jsonl, curves.png), ``model.qonnx``,
 ``streamlined.onnx``, ``dataflow.onnx``, ``compile/`` (estimates), ``verify/`` (the arrays each check compared),
 ``summary.json`` and ``report.html``; later stages add theirs beside. Every file is written to a temporary
 name in the same folder and renamed into place, so a killed or failed stage never leaves a half-written file.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,9 +101,13 @@ class RunDir:
         return self.root / "report.html"
 
     def remove_stale_temporaries(self) -> None:
-        """Delete half-written files a killed process left (``atomic_path``'s ``.NAME.XXXX.tmp``)."""
-        for stale in self.root.rglob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+        """Delete what a killed process left half-written: ``atomic_path``'s ``.NAME.XXXX.tmp`` files, and the
+        ``.NAME.tmp`` folders a stage builds before swapping them in whole (the RTL, the FINN directory)."""
+        for stale in sorted(self.root.rglob(".*.tmp"), key=lambda p: len(p.parts)):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
     def write_config(self, cfg: Config) -> None:
         atomic_write_text(self.config_path, tomli_w.dumps(cfg.to_dict()))

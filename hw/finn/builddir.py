@@ -136,7 +136,7 @@ def write_build_dir(folder: Path, spec: BuildSpec, model: ModelWrapper, dataflow
     files["dataflow_build_config.json"] = json.dumps(build_config(spec, folding, len(inputs) > 0), indent=2) + "\n"
     files["bnnflow.json"] = json.dumps(settings, indent=2) + "\n"
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))  # a killed run's: removed
     try:
         for name, text in files.items():
             (tmp / name).write_text(text)

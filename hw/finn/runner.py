@@ -41,6 +41,7 @@ def find_finn() -> str | None:
 
 def run_build(folder: Path, python: str, estimate_only: bool) -> None:
     """Run ``folder/build.py``; FINN's step lines are shown as progress, everything goes to build.log."""
+    folder = Path(folder).absolute()  # FINN runs inside it; its build folder must not be relative to that
     command = [python, "build.py"] + (["--estimate"] if estimate_only else [])
     env = {**os.environ, "FINN_BUILD_DIR": os.environ.get("FINN_BUILD_DIR", str(folder / "finn_tmp"))}
     Path(env["FINN_BUILD_DIR"]).mkdir(parents=True, exist_ok=True)

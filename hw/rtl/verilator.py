@@ -38,6 +38,7 @@ def environment() -> dict[str, str]:
 
 
 def _run(args: list[str], cwd: Path, log: Path, what: str) -> None:
+    """Run verilator in ``cwd``; callers pass absolute paths, so relative ones never meet a changed directory."""
     env = environment()
     with open(log, "w") as f:
         proc = subprocess.run(["verilator", *args], cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -52,6 +53,7 @@ def _absolute(paths: list[Path]) -> list[str]:
 
 def lint(sources: list[Path], top: str, cwd: Path) -> Path:
     """``verilator --lint-only -Wall`` on ``sources``; a warning is an error. Returns the log's path."""
+    cwd = Path(cwd).absolute()
     log = cwd / "lint.log"
     _run(["--lint-only", "-Wall", "--top-module", top, *_absolute(sources)], cwd, log, "verilator --lint-only -Wall")
     return log
@@ -64,6 +66,7 @@ def build(sources: list[Path], testbench: Path, top: str, build_dir: Path, defin
     design costs nothing and a changed one is rebuilt.
     """
     defines = defines or {}
+    build_dir = Path(build_dir).absolute()  # verilator runs inside it: a relative --Mdir would point below itself
     digest = hashlib.sha256()
     for path in [*sources, testbench]:
         digest.update(Path(path).read_bytes())

@@ -10,13 +10,15 @@ reproduce its tensor at the other boundary (the integer accumulators, or the lab
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from itertools import takewhile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from bnnflow.errors import DataError, VerificationError
+from bnnflow.errors import ConfigError, DataError, UnsupportedGraphError, VerificationError
 from bnnflow.hw.boards import get_board
 from bnnflow.hw.convert import to_dataflow
 from bnnflow.hw.estimates import estimate
@@ -145,28 +147,61 @@ def compile_run(cfg: Config, run: RunDir, images: np.ndarray | None = None) -> d
     return figures
 
 
-def compile_file(source: Path, root: Path, cfg: Config, images: np.ndarray | None, force: bool = False) -> RunDir:
-    """Start a run directory from a QONNX file made elsewhere (a Brevitas export), ready for ``compile_run``.
+@contextmanager
+def import_run(source: Path, root: Path, cfg: Config, images: np.ndarray | None, force: bool = False
+               ) -> Iterator[RunDir]:
+    """Hold a run folder holding the QONNX file ``source`` (made elsewhere, e.g. a Brevitas export), ready for
+    ``compile_run``; the import is the run's first stage.
 
     The model is cleaned with qonnx's ``cleanup_model`` and written as ``model.qonnx``. Without ``images``,
     verification draws ``compile.verify_samples`` (at most 256) uniform random inputs in [0, 1), seeded, in the
-    model's input shape; they are kept in ``verify/inputs.npy``.
+    model's input shape; they are kept in ``verify/inputs.npy``. A folder holding a run of another model (another
+    file's content, or a trained run) is not replaced without ``force``; one imported from the same content is
+    reopened with the new settings.
     """
     from qonnx.util.cleanup import cleanup_model
 
-    from bnnflow.pipeline.steps import prepare_run
+    from bnnflow.pipeline.manifest import Manifest, file_sha256
+    from bnnflow.pipeline.steps import Stage, open_run, run_steps
 
     model = cleanup_model(load_model(source, "export"))
     shape = model.get_tensor_shape(model.graph.input[0].name)[1:]
+    explicit_inputs = images is not None
     if images is None:
         count = min(cfg.compile.verify_samples or 256, 256)
         images = np.random.default_rng(0).random((count, *shape), dtype=np.float32)
     elif tuple(images.shape[1:]) != tuple(shape):
         raise DataError(f"inputs have shape {images.shape}, but {source} takes (N, {', '.join(map(str, shape))})")
-    run = prepare_run(cfg, root, force=force)
-    save_model(model, run.qonnx)
-    run.verify_dir.mkdir(exist_ok=True)
-    with atomic_path(run.verify_dir / "inputs.npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, images.astype(np.float32))
-    return run
+    sha = file_sha256(source)
+    existing = RunDir(root)
+    stages = existing.read_summary().get("stages", {}) if existing.summary_path.is_file() else {}
+    previous = stages.get("import", {})
+    same = previous.get("source_sha256") == sha and "train" not in stages
+    if stages and not same and not force:
+        what = f"a run compiled from {previous['source']}" if previous else "a trained run"
+        raise ConfigError(f"{root} holds {what}, another model than {source}; pass --force to replace it, or "
+                          "choose another --out")
+    created = [folder for folder in takewhile(lambda p: not p.exists(), [Path(root), *Path(root).parents])]
+    try:
+        with open_run(cfg, root, force=force, replace=not same) as run:
+            if not same or explicit_inputs:
+                def step_import(cfg: Config, run: RunDir) -> dict[str, Any]:
+                    """Write the cleaned model and the verification inputs."""
+                    save_model(model, run.qonnx)
+                    with atomic_path(run.verify_dir / "inputs.npy") as tmp:
+                        with open(tmp, "wb") as f:
+                            np.save(f, images.astype(np.float32))
+                    return {"source": str(source), "source_sha256": sha, "samples": len(images)}
+
+                run_steps(cfg, run, [Stage("import", step_import, (), ("model.qonnx", "verify/inputs.npy"), (),
+                                           f"bnnflow compile {source} --out {{run}} --force")])
+            try:
+                yield run
+            except UnsupportedGraphError:
+                if created:  # a model the compiler refuses leaves no run behind, as a bad config does
+                    Manifest(run.root).remove_owned()
+                raise
+    finally:
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()

@@ -50,14 +50,15 @@ def float_graph(reference: ModelWrapper) -> ModelWrapper:
 def bench_run(run_root: Path, model_name: str, input_shape: tuple[int, ...], num_classes: int, runs: int,
               threads: int, provider: str | None) -> dict[str, Any]:
     """Time the run's exported variants and the float model of the same architecture; write bench.json / .png."""
-    from bnnflow.pipeline.rundir import atomic_write_text
+    from bnnflow.pipeline.rundir import atomic_path, atomic_write_text
 
     folder = run_root / "edge"
-    if model_name in FLOAT_TWINS:
-        twin = float_twin(FLOAT_TWINS[model_name], input_shape, num_classes, folder / "float.onnx")
-    else:
-        float_graph(ModelWrapper(str(folder / "reference.onnx"))).save(str(folder / "float.onnx"))
-        twin = folder / "float.onnx"
+    twin = folder / "float.onnx"
+    with atomic_path(twin) as tmp:
+        if model_name in FLOAT_TWINS:
+            float_twin(FLOAT_TWINS[model_name], input_shape, num_classes, tmp)
+        else:
+            float_graph(ModelWrapper(str(folder / "reference.onnx"))).save(str(tmp))
     models = {"float": twin, **{v: folder / f"{v}.onnx" for v in ("reference", "int8", "bitpacked")}}
     report = measure(models, runs=runs, threads=threads, provider=provider)
     base = report["models"]["float"]["p50_ms"]
@@ -66,6 +67,27 @@ def bench_run(run_root: Path, model_name: str, input_shape: tuple[int, ...], num
     atomic_write_text(folder / "bench.json", json.dumps(report, indent=2) + "\n")
     plot(report, folder / "bench.png")
     return report
+
+
+def bench_stage(cfg, run, runs: int, threads: int, provider: str | None) -> dict[str, Any]:
+    """The bench step of a run (``RunDir``): time its edge models, say how each did, return the p50 figures."""
+    from bnnflow.errors import ConfigError
+    from bnnflow.pipeline.console import out
+    from bnnflow.pipeline.onnx_files import load_model
+
+    if not (run.root / "edge" / "bitpacked.onnx").is_file():
+        raise ConfigError(f"{run.root} has no edge models; run `bnnflow edge export {run.root}` first")
+    chosen = runtime.providers(provider)
+    out.info(f"edge bench: running on {chosen[0]}" + (f" (also available: {', '.join(chosen[1:])})"
+                                                      if len(chosen) > 1 else ""))
+    model = load_model(run.qonnx, "export")
+    shape = tuple(model.get_tensor_shape(model.graph.input[0].name)[1:])
+    classes = model.get_tensor_shape(model.graph.output[0].name)[-1]
+    report = bench_run(run.root, cfg.model.name, shape, classes, runs, threads, provider)
+    for name, entry in report["models"].items():
+        out.info(f"{name:>10}: p50 {entry['p50_ms']:.3f} ms, p90 {entry['p90_ms']:.3f}, p99 {entry['p99_ms']:.3f}; "
+                 f"{entry['frames_per_second']:,.0f} frames/s, {entry['speedup_vs_float']}x the float model")
+    return {f"{name}_p50_ms": entry["p50_ms"] for name, entry in report["models"].items()}
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

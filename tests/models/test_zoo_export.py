@@ -195,7 +195,7 @@ def test_zoo_trains_one_epoch_and_exports_verified_qonnx(name, dataset, limit_tr
 
 def _check_compiled(cfg, run, limit_test: int, hidden: int, convs: int) -> None:
     """The trained model compiles exactly, and its estimates are written and plotted."""
-    compiled = run_steps(cfg, run, ["compile"])["stages"]["compile"]
+    compiled = run_steps(run.read_config(), run, ["compile"])["stages"]["compile"]
     assert compiled["status"] == "ok"
     assert compiled["verified_samples"] == limit_test
     assert compiled["streamlined_mismatches"] == 0 and compiled["dataflow_mismatches"] == 0

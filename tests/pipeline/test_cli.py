@@ -145,3 +145,31 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
 
     result = run_cli("--debug", "run", "--set", "train.epochs=abc", "--out", "out", cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_compile_file_never_silently_replaces_a_run_of_another_model(cli, tmp_path: Path, compiled_run: Path) -> None:
+    """A QONNX file compiled into a folder that holds another model's run is refused without --force; the default
+    folders of two files of one name in different folders differ."""
+    import onnx
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "model.onnx").write_bytes((compiled_run / "model.qonnx").read_bytes())
+    other = onnx.load(compiled_run / "model.qonnx")
+    other.producer_name = "another exporter"  # another file's content: another model as far as a run can tell
+    onnx.save(other, tmp_path / "b" / "model.onnx")
+    first = cli("compile", "a/model.onnx", "--out", "r")
+    assert first.returncode == 0, first.stderr
+    again = cli("compile", "a/model.onnx", "--out", "r", "--board", "icebreaker", "--target-fps", "1000")
+    assert again.returncode == 0, again.stderr  # the same model again: reopened with the new settings
+    assert "compile.board = 'icebreaker'" in again.stderr
+    refused = cli("compile", "b/model.onnx", "--out", "r")
+    _assert_clean_failure(refused, 2, "a run compiled from", "--force")
+    replaced = cli("compile", "b/model.onnx", "--out", "r", "--force")
+    assert replaced.returncode == 0, replaced.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["stages"]["import"]["source"] == str(tmp_path / "b" / "model.onnx")
+    assert cli("-q", "compile", "a/model.onnx").returncode == 0
+    assert cli("-q", "compile", "b/model.onnx").returncode == 0
+    defaults = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(defaults) == 2 and all(name.startswith("model-") for name in defaults)

@@ -196,6 +196,9 @@ def test_cnv_layer_names_are_finns(cli, cnv_run: Path) -> None:
 def test_target_fps_leaves_folding_to_finn_and_alveo_gets_its_platform(cli, tfc_run: Path) -> None:
     done = cli("finn", str(tfc_run), "--board", "u250", "--target-fps", "100000", "--no-build")
     assert done.returncode == 0, done.stderr
+    # the settings go into the run's config.toml, and the command says so (no hidden state)
+    assert "finn.target_fps = 100000.0 (was 0.0)" in done.stderr and "finn.board = 'u250'" in done.stderr
+    assert 'target_fps = 100000.0' in (tfc_run / "config.toml").read_text()
     folder = tfc_run / "finn"
     config = json.loads((folder / "dataflow_build_config.json").read_text())
     assert config["target_fps"] == 100_000 and "folding_config_file" not in config
