@@ -22,14 +22,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/bnnflow
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY bnnflow ./bnnflow
 COPY models ./models
 COPY pipeline ./pipeline
 COPY hw ./hw
 # Pass --build-arg PIP_EXTRA_INDEX_URL=<a CPU-only torch index> to avoid the CUDA libraries of the default wheel.
 ARG PIP_EXTRA_INDEX_URL=""
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir -c constraints.txt .
 
 WORKDIR /work
 ENTRYPOINT ["bnnflow"]

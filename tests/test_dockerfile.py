@@ -46,7 +46,9 @@ def test_slim_stage_copies_every_package_folder_and_the_kernel_toolchain() -> No
     folders = set(PROJECT["tool"]["setuptools"]["package-dir"].values())
     copied = {m.group(1) for m in re.finditer(r"^COPY (\S+) \./\1$", stage, re.MULTILINE)}
     assert folders <= copied, f"not copied into the image: {sorted(folders - copied)}"
-    assert re.search(r"^COPY pyproject.toml README.md", stage, re.MULTILINE)
+    assert re.search(r"^COPY pyproject.toml README.md constraints.txt", stage, re.MULTILINE)
+    installs = re.search(r"pip install [^\n]*-c constraints.txt \.$", stage, re.MULTILINE)
+    assert installs, "the image installs the versions the suite ran with"
     assert re.search(r"install[^\n]*\bg\+\+", stage), "the simulator's C kernel needs a compiler in the image"
     assert re.search(r"install[^\n]*\bperl\b", stage), "Verilator's build scripts need perl in the image"
     python = re.search(r"^FROM python:(\d+\.\d+)", DOCKERFILE, re.MULTILINE).group(1)
