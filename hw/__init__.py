@@ -1,5 +1,5 @@
-"""Dataflow hardware: hardware ops, conversion, folding, estimates (and, as they land, the simulator, RTL
-and FPGA toolchains).
+"""Dataflow hardware: hardware ops, conversion, folding, estimates, the bit-exact simulator, the RTL generator and
+the FPGA toolchains (open flow and FINN).
 
 The ONNX domain of the hardware ops is ``bnnflow.hw``: qonnx imports this module to find them in
 ``custom_op``.

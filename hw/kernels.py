@@ -1,7 +1,7 @@
 """The integer semantics of every hardware op, as plain numpy functions.
 
 These are the reference: the hardware ops' ``execute_node`` calls them, the tests call them, and the fast
-simulator must agree with them bit for bit. Conventions (design.md, the bit-exact contract):
+simulator must agree with them bit for bit. Conventions (docs/architecture.md, the bit-exact contract):
 
 - a binary tensor holds bits, 1 for +1 and 0 for -1;
 - ``xnor_popcount_matmul`` returns ``acc = popcount(xnor(x, w))`` in [0, K]; the bipolar dot product is

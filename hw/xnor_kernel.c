@@ -1,4 +1,4 @@
-/* bnnflow's bit-packed kernels: the inner loops of the simulator (and, later, the edge runtime's custom op).
+/* bnnflow's bit-packed kernels: the inner loops of the simulator (the edge runtime has its own, pipeline/edge/).
  *
  * Bits are packed 64 to a word, least significant bit first; padding bits are 0 in both operands, so they never
  * count as mismatches. popcount(xnor(x, w)) over K real bits = K - popcount(x ^ w).

@@ -6,7 +6,7 @@ hardware's: a binary tensor is exactly {-1, +1}, a k-bit tensor is ``scale * q``
 Binary (bit width 1), forward and pseudo-gradient (the clipped straight-through estimator, Courbariaux et al.,
 BinaryNet, arXiv:1602.02830)::
 
-    q(x) = +1 if x >= 0 else -1          # sign(0) = +1, as in hw/ and the bit-exact contract of design.md
+    q(x) = +1 if x >= 0 else -1          # sign(0) = +1, as in hw/ (docs/architecture.md's bit-exact contract)
     dq/dx = 1 if |x| <= 1 else 0
 
 Binary weights are also clipped in place to [-1, 1] after each step (BinaryConnect), so the latent weights

@@ -2,7 +2,7 @@
 
 Brevitas's TorchScript exporter is used (``dynamo=False``): on torch >= 2.9 the dynamo exporter is the
 default and writes a ``Gemm`` without its bias input and a ``Conv`` without ``kernel_shape``, both of which
-FINN rejects (design.md, FINN facts). The graph is then cleaned with qonnx's ``cleanup_model`` (constant
+FINN rejects. The graph is then cleaned with qonnx's ``cleanup_model`` (constant
 folding, shape inference, readable tensor names) and written atomically.
 
 Verification runs qonnx's executor, which bnnflow did not write, on the whole test split and compares with the

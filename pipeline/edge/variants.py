@@ -27,6 +27,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_by_name
 
 from bnnflow.errors import UnsupportedGraphError
+from bnnflow.nodes import node_ref
 from bnnflow.pipeline.edge.integer_steps import BatchNormSignToInteger, MoveScalarMulPastLinear
 
 
@@ -50,7 +51,7 @@ class QuantToStandardOps(Transformation):
             if node.op_type == "BipolarQuant":
                 scale = model.get_initializer(node.input[1])
                 if scale is None:
-                    raise UnsupportedGraphError(f"{node.name} (BipolarQuant) has a computed scale")
+                    raise UnsupportedGraphError(f"{node_ref(model, node)} has a computed scale")
                 positive = model.make_new_valueinfo_name()
                 new = [helper.make_node("GreaterOrEqual", [node.input[0], _const(model, 0.0)], [positive]),
                        helper.make_node("Where", [positive, _const(model, scale), _const(model, -scale)],
@@ -69,9 +70,9 @@ class QuantToStandardOps(Transformation):
     def _quant(model: ModelWrapper, node) -> list:
         scale, zeropt, bits = (model.get_initializer(name) for name in node.input[1:4])
         if scale is None or zeropt is None or bits is None:
-            raise UnsupportedGraphError(f"{node.name} (Quant) has a computed scale, zero point or bit width")
+            raise UnsupportedGraphError(f"{node_ref(model, node)} has a computed scale, zero point or bit width")
         if _attr(node, "rounding_mode", b"ROUND") not in (b"ROUND", "ROUND"):
-            raise UnsupportedGraphError(f"{node.name} (Quant) rounds with {_attr(node, 'rounding_mode', '')!r}; "
+            raise UnsupportedGraphError(f"{node_ref(model, node)} rounds with {_attr(node, 'rounding_mode', '')!r}; "
                                         "only ROUND (half to even) has a standard ONNX op")
         bits = int(bits)
         signed, narrow = _attr(node, "signed", 1), _attr(node, "narrow", 0)
