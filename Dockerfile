@@ -37,13 +37,20 @@ CMD ["--help"]
 
 # ---- finn: the above plus FINN from source, in its own virtual environment ----
 # FINN pins older numpy / onnx / onnxruntime than bnnflow, so it gets a venv of its own; `bnnflow finn` runs the
-# build directory's build.py with FINN_PYTHON. The commits are FINN's dev branch and the qonnx commit that
-# FINN's fetch-repos.sh pins (fetch-repos.sh also fetches finn-hlslib, finn-experimental, pyverilator, ...).
+# build directory's build.py with FINN_PYTHON. The commits are FINN's main branch (v0.10.1 + 10) and the qonnx
+# commit that FINN's fetch-repos.sh pins (fetch-repos.sh also fetches finn-hlslib, finn-experimental, brevitas,
+# pyverilator, ...). build.py names and folds FINN's layers from FINN's own graph, so FINN's dev branch builds
+# the same directories (checked at dev 73ba5ed64), but dev's RTL simulation needs finn_xsi compiled against Vivado.
 FROM bnnflow AS finn
 
 ARG FINN_COMMIT=39f0c9a6b7675f62d47390fbf9a591707bcbac9b
 ARG QONNX_COMMIT=fd61cfeebbdaba351abf7e9d54cd785d7776fa4f
 ARG VERILATOR_TAG=v4.224
+# FINN's builder imports finn.util.test, which imports torch, torchvision, pytest and brevitas_examples; FINN's
+# own image installs them beside its requirements (torch 2.8.0 on dev; main's 1.13.1 has no Python 3.11 wheel)
+ARG TORCH_VERSION=2.8.0
+ARG TORCHVISION_VERSION=0.23.0
+ARG PIP_EXTRA_INDEX_URL=""
 
 # FINN's system needs (docker/Dockerfile.finn): git for fetch-repos.sh, a compiler for its C++ simulation,
 # Verilator 4.224 from source for pyverilator's RTL simulation, zip for the deployment package
@@ -66,11 +73,15 @@ RUN git init -q . && git remote add origin https://github.com/Xilinx/finn \
 
 RUN python -m venv /opt/finn/venv \
     && /opt/finn/venv/bin/pip install --no-cache-dir -r requirements.txt \
+    && /opt/finn/venv/bin/pip install --no-cache-dir "torch==${TORCH_VERSION}" \
+        "torchvision==${TORCHVISION_VERSION}" pytest==6.2.5 \
     && /opt/finn/venv/bin/pip install --no-cache-dir setuptools==68.2.2 \
     && mv deps/qonnx/pyproject.toml deps/qonnx/pyproject.tmp \
     && /opt/finn/venv/bin/pip install --no-cache-dir -e deps/qonnx \
     && mv deps/qonnx/pyproject.tmp deps/qonnx/pyproject.toml \
-    && /opt/finn/venv/bin/pip install --no-cache-dir -e deps/finn-experimental -e deps/pyverilator -e .
+    && /opt/finn/venv/bin/pip install --no-cache-dir -e deps/finn-experimental -e deps/pyverilator -e deps/brevitas \
+        -e . \
+    && FINN_ROOT=/opt/finn /opt/finn/venv/bin/python -c "import finn.builder.build_dataflow_steps"
 
 ENV FINN_ROOT=/opt/finn \
     FINN_PYTHON=/opt/finn/venv/bin/python \

@@ -1,7 +1,9 @@
 """The FINN stage of a run: ``RUN/finn/``, a FINN build directory for a Xilinx board, built when FINN is here.
 
-The verification vectors come from bnnflow's own levels (``pipeline/golden.py``): the simulator's outputs on
-the test inputs, mapped to what model.onnx outputs and checked against model.qonnx before FINN sees them.
+FINN takes model.qonnx as it is (bnnflow's models quantize their input behind a ReLU, the form FINN's QONNX
+conversion takes an unsigned quantizer in), so the verification inputs are the model's own: the test images. The
+expected outputs come from bnnflow's own levels (``pipeline/golden.py``): the simulator's outputs on them, mapped
+to what model.onnx outputs and checked against model.qonnx before FINN sees them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import numpy as np
 from bnnflow.errors import VerificationError
 from bnnflow.hw.finn.boards import get_finn_board
 from bnnflow.hw.finn.builddir import BuildSpec, write_build_dir
-from bnnflow.hw.finn.input_codes import InputQuantToCodes, input_codes
 from bnnflow.hw.finn.runner import IMAGE_HINT, collect_reports, find_finn, run_build
+from bnnflow.hw.finn.support import check_quantizers
 from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.console import out
 from bnnflow.pipeline.golden import expected_outputs, model_inputs
@@ -29,6 +31,8 @@ def finn_run(cfg: Config, run: RunDir, build: bool = True, estimate_only: bool =
     board = get_finn_board(settings.board)
     clock = settings.clock_mhz or cfg.compile.clock_mhz or 100.0
     dataflow = load_model(run.dataflow, "compile")
+    model = load_model(run.qonnx, "export")
+    check_quantizers(model)
     images = model_inputs(cfg, run, settings.verify_samples)
     expected, label = expected_outputs(cfg, run, images) if len(images) else (np.zeros((0,)), False)
     if settings.target_fps <= 0 and cfg.compile.board.lower() != board.name.lower():
@@ -37,12 +41,7 @@ def finn_run(cfg: Config, run: RunDir, build: bool = True, estimate_only: bool =
     spec = BuildSpec(board, clock, settings.target_fps, label)
     folder = run.root / "finn"
     source = {"run": str(run.root), "model": run.qonnx.name, "dataflow": run.dataflow.name}
-    model = load_model(run.qonnx, "export")
-    codes = input_codes(model, images)
-    if codes is not None:
-        model = model.transform(InputQuantToCodes())
-        source["input"] = "the input quantizer's integer codes (its Quant became a Mul by the scale)"
-    written = write_build_dir(folder, spec, model, dataflow, images if codes is None else codes, expected, source)
+    written = write_build_dir(folder, spec, model, dataflow, images, expected, source)
     figures: dict[str, Any] = {"board": board.name, "part": board.part, "shell_flow": board.shell_flow,
                                "clock_mhz": clock, "folding": written["folding"], "verify_samples": len(images),
                                "build_dir": str(folder)}

@@ -65,6 +65,11 @@ def test_finn_stage_pins_finn_and_its_qonnx_and_runs_bnnflow() -> None:
     # the build stops when FINN's own fetch-repos.sh pins another qonnx than the one named here
     assert 'grep -q "QONNX_COMMIT=\\"${QONNX_COMMIT}\\"" fetch-repos.sh' in stage
     assert "pip install --no-cache-dir -r requirements.txt" in stage, "FINN's own requirements, in its venv"
+    # FINN's builder imports finn.util.test, which needs what FINN's own image installs beside its requirements
+    for package in ('"torch==${TORCH_VERSION}"', '"torchvision==${TORCHVISION_VERSION}"', "pytest==", "-e deps/brevitas"):
+        assert package in stage, f"FINN's builder cannot be imported without {package}"
+    assert re.search(r"^ARG TORCH_VERSION=\d", stage, re.MULTILINE) and "ARG PIP_EXTRA_INDEX_URL" in stage
+    assert 'python -c "import finn.builder.build_dataflow_steps"' in stage, "the image checks FINN imports"
     env = dict(re.findall(r"\b(FINN_\w+)=(\S*)", stage))
     assert env["FINN_PYTHON"] == "/opt/finn/venv/bin/python"
     assert env["FINN_ROOT"] == "/opt/finn"

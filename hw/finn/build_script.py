@@ -4,15 +4,18 @@
     python build.py --estimate   # FINN's analytical estimates only; no Vivado or Vitis HLS needed
 
 The folder holds what FINN's ``build_dataflow`` directory holds (``model.onnx``, ``dataflow_build_config.json``)
-plus ``folding_config.json``, the verification vectors bnnflow's simulator wrote (``input.npy``,
-``expected_output.npy``) and ``bnnflow.json``. This script adds two steps to FINN's own list:
+plus the verification vectors bnnflow's simulator wrote (``input.npy``, ``expected_output.npy``) and
+``bnnflow.json``. This script adds two steps to FINN's own list:
 
 - ``step_bnnflow_qonnx_to_finn`` replaces ``step_qonnx_to_finn``: FINN's step only converts a model that has
-  "Quant", "Trunc" or "BinaryQuant" nodes, so a model whose quantizers are all BipolarQuant would reach
-  streamlining unconverted; this one converts any QONNX quantizer, and appends TopK when the bnnflow accelerator
-  ends in a label select.
-- ``step_bnnflow_check_folding`` runs before ``step_apply_folding_config``: every layer name in
-  folding_config.json must name a layer of FINN's graph (ApplyConfig would skip an unknown one silently).
+  "Quant", "Trunc" or "BinaryQuant" nodes, so a model whose quantizers are all BipolarQuant (Brevitas's TFC)
+  would reach streamlining unconverted; this one converts any QONNX quantizer, and appends TopK when the bnnflow
+  accelerator ends in a label select.
+- ``step_bnnflow_folding`` runs before ``step_apply_folding_config``: it matches FINN's hardware layers (their
+  names and kinds as FINN's graph has them) to bnnflow's layers in order, stops in one line when one of
+  bnnflow's has no FINN layer, and writes ``output/folding_config.json``: bnnflow's PE / SIMD under FINN's
+  names, and for the layers FINN adds around bnnflow's (the input quantizer, the float tail, which bnnflow
+  leaves to the host) the folding FINN's SetFolding picks for bnnflow's slowest layer's cycles.
 
 After a build that made the deployment package, it writes ``deploy/driver/bnnflow_input.npy`` and
 ``bnnflow_expected.npy``: the accelerator's own input and output for the verification inputs, computed by FINN's
@@ -24,15 +27,65 @@ This file runs in FINN's environment, not bnnflow's: it imports only FINN, qonnx
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SETTINGS = json.loads((HERE / "bnnflow.json").read_text())
+#: FINN's folding attributes, read off SetFolding's choice for the layers bnnflow has none for
+FOLDING_ATTRS = ("PE", "SIMD", "parallel_window")
 
-ESTIMATE_STEPS_END = "step_generate_estimate_reports"
+
+class BnnflowError(Exception):
+    """A network this FINN cannot build as bnnflow laid it out; bnnflow shows the message as its one line."""
+
+
+def settings() -> dict:
+    return json.loads((HERE / "bnnflow.json").read_text())
+
+
+def layer_kind(op_type: str) -> str:
+    """FINN's layer kind: the op type without the implementation style step_specialize_layers appended."""
+    for style in ("_hls", "_rtl"):
+        if op_type.endswith(style):
+            return op_type[: -len(style)]
+    return op_type
+
+
+def match_layers(finn: list[tuple[str, str]], layers: list[dict]) -> tuple[dict[str, dict], list[str]]:
+    """FINN's layers (name, op type, in graph order) matched by position and kind to bnnflow's ``layers``
+    (bnnflow.json's): the attributes to give each matched FINN layer, and the FINN layers before bnnflow's first
+    and after its last that bnnflow has none for (of kinds bnnflow's layers never become, so that nothing can
+    shift). Anything else is a ``BnnflowError`` naming the missing layer."""
+    kinds = [layer_kind(op) for _, op in finn]
+    ours = {node["op"] for layer in layers for sequence in layer["finn"] for node in sequence}
+    furthest = (-1, 0, 0)  # (bnnflow layers matched, where FINN's graph stopped matching, leading FINN layers)
+    for lead in range(len(finn) + 1):
+        at, folding = lead, {}
+        for index, layer in enumerate(layers):
+            sequence = next((s for s in layer["finn"] if kinds[at:at + len(s)] == [n["op"] for n in s]), None)
+            if sequence is None:
+                furthest = max(furthest, (index, at, lead))
+                break
+            for (name, _), node in zip(finn[at:at + len(sequence)], sequence):
+                folding[name] = {k: v for k, v in node.items() if k != "op"}
+            at += len(sequence)
+        else:
+            extra = finn[:lead] + finn[at:]
+            alike = [name for name, op in extra if layer_kind(op) in ours]
+            if alike:
+                raise BnnflowError(f"FINN's graph has {', '.join(alike)} beyond bnnflow's layers, of a kind bnnflow's "
+                                   "layers become, so bnnflow cannot tell which FINN layer is which; FINN's layers: "
+                                   f"{', '.join(name for name, _ in finn)}")
+            return folding, [name for name, _ in extra]
+    index, at, _ = furthest
+    layer = layers[index]
+    wanted = " or ".join(" + ".join(n["op"] for n in s) for s in layer["finn"])
+    where = "anywhere" if index == 0 else f"after {finn[at - 1][0]} (there: {finn[at][0] if at < len(finn) else 'none'})"
+    raise BnnflowError(f"FINN's graph has no {wanted} for bnnflow's {layer['bnnflow']} ({layer['op']}) {where}; "
+                       f"FINN's layers: {', '.join(name for name, _ in finn) or 'none'}")
 
 
 def step_bnnflow_qonnx_to_finn(model, cfg):
@@ -48,29 +101,51 @@ def step_bnnflow_qonnx_to_finn(model, cfg):
         model = cleanup_model(model)
         model = model.transform(ConvertQONNXtoFINN(filter_function=default_filter_function_generator(
             max_multithreshold_bit_width=cfg.max_multithreshold_bit_width)))
-    if SETTINGS["label_select"]:
+    if settings()["label_select"]:
         model = model.transform(InsertTopK(k=1))
     if VerificationStepType.QONNX_TO_FINN_PYTHON in cfg._resolve_verification_steps():
         verify_step(model, cfg, "qonnx_to_finn_python", need_parent=False)
     return model
 
 
-def step_bnnflow_check_folding(model, cfg):
-    """Stop with a clear message when folding_config.json names layers FINN's graph does not have."""
+def step_bnnflow_folding(model, cfg):
+    """Match FINN's layers to bnnflow's and, unless FINN folds for target_fps, write bnnflow's folding under
+    FINN's names as the folding config step_apply_folding_config applies."""
     from qonnx.transformation.general import GiveUniqueNodeNames
 
-    if cfg.folding_config_file is None:
+    model = model.transform(GiveUniqueNodeNames())  # the names step_apply_folding_config gives
+    folding, extra = match_layers([(n.name, n.op_type) for n in model.graph.node], settings()["layers"])
+    if cfg.target_fps:
         return model
-    model = model.transform(GiveUniqueNodeNames())
-    config = json.loads(Path(cfg.folding_config_file).read_text())
-    named = {k for k in config if k != "Defaults"}
-    nodes = [n.name for n in model.graph.node]
-    unknown = sorted(named - set(nodes))
-    if unknown:
-        sys.exit(f"build.py: folding_config.json names layers FINN's graph does not have: {', '.join(unknown)} "
-                 f"(FINN's layers: {', '.join(nodes)}); rewrite it with `bnnflow finn RUN --target-fps N` "
-                 "to let FINN fold, or fix the names")
+    path = Path(cfg.output_dir) / "folding_config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = {"Defaults": {}, **folding, **fold_extra(model, folding, extra)}
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    cfg.folding_config_file = str(path)
     return model
+
+
+def fold_extra(model, folding: dict[str, dict], extra: list[str]) -> dict[str, dict]:
+    """The folding FINN's SetFolding gives the ``extra`` layers when every layer may take as many cycles as
+    bnnflow's slowest, so FINN's additions do not slow bnnflow's accelerator down."""
+    if not extra:
+        return {}
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    trial = ModelWrapper(copy.deepcopy(model.model))
+    for node in trial.graph.node:
+        for attr, value in folding.get(node.name, {}).items():
+            getCustomOp(node).set_nodeattr(attr, value)
+    cycles = max(getCustomOp(n).get_exp_cycles() for n in trial.graph.node if n.name in folding)
+    trial = trial.transform(SetFolding(target_cycles_per_frame=cycles + 1, two_pass_relaxation=False))
+    chosen = {}
+    for node in trial.graph.node:
+        if node.name in extra:
+            op = getCustomOp(node)
+            chosen[node.name] = {a: op.get_nodeattr(a) for a in FOLDING_ATTRS if a in op.get_nodeattr_types()}
+    return chosen
 
 
 def build_steps(estimate_only: bool) -> list:
@@ -83,7 +158,7 @@ def build_steps(estimate_only: bool) -> list:
             steps.append(step_bnnflow_qonnx_to_finn)
             continue
         if name == "step_apply_folding_config":
-            steps.append(step_bnnflow_check_folding)
+            steps.append(step_bnnflow_folding)
         steps.append(name)
     return steps
 

@@ -2,20 +2,17 @@
 
 Layout (FINN's own ``build_dataflow -d`` layout plus bnnflow's additions)::
 
-    model.onnx                   the run's model.qonnx; an unsigned input quantizer becomes a Mul by its scale
-                                 and the input takes its integer codes (FINN converts only signed ones)
+    model.onnx                   the run's model.qonnx, as it is: FINN's QONNX conversion takes it
     dataflow_build_config.json   FINN's DataflowBuildConfig (board, part, clock, outputs, verification)
-    folding_config.json          bnnflow's folding as FINN's per-layer config (absent with target_fps)
-    input.npy                    verification inputs, as model.onnx takes them
+    input.npy                    verification inputs, as model.onnx takes them (the float images)
     expected_output.npy          what model.onnx should give for them: bnnflow's simulator outputs, mapped
                                  through the float tail of the graph (or the class index with a label select)
-    bnnflow.json                 what build.py needs besides FINN's config, and where it all came from
+    bnnflow.json                 what build.py needs besides FINN's config (bnnflow's layers, the FINN layers
+                                 each may become and their folding), and where it all came from
     build.py                     runs FINN's builder on this folder (bnnflow/hw/finn/build_script.py)
 
-Layer names: FINN names its layers ``<op>_<impl>_<i>`` after ``step_specialize_layers``, counting per op type
-in graph order; its layers come out in the same order as bnnflow's, one for one (checked by running FINN's
-builder on TFC, CNV and the digits default, see the FINN issue note). Binary-weight MVAUs are always HLS
-(FINN's RTL MVAU needs weights and inputs of 4 bits or more); sliding windows and thresholds default to RTL.
+FINN's layer names are not known until FINN builds: build.py reads them off FINN's graph after
+``step_specialize_layers`` and writes ``output/folding_config.json`` under them (see ``support``).
 """
 
 from __future__ import annotations
@@ -23,31 +20,17 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.custom_op.registry import getCustomOp
 
-from bnnflow.errors import UnsupportedGraphError
-from bnnflow.hw.check import check_dataflow
 from bnnflow.hw.finn.boards import FinnBoard
-from bnnflow.hw.ops.base import DOMAIN
-from bnnflow.nodes import node_ref
+from bnnflow.hw.finn.support import finn_layers
 
 BUILD_SCRIPT = Path(__file__).with_name("build_script.py")
-
-#: bnnflow op -> (the FINN layer it becomes after step_specialize_layers, the folding attributes it takes)
-FINN_LAYERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "MVTU": ("MVAU_hls", ("PE", "SIMD")),
-    "SlidingWindow": ("ConvolutionInputGenerator_rtl", ("SIMD",)),
-    "StreamingMaxPool": ("StreamingMaxPool_hls", ("PE",)),
-    "Thresholding": ("Thresholding_rtl", ("PE",)),
-    "LabelSelect": ("LabelSelect_hls", ("PE",)),
-}
 
 #: FINN outputs of a full build for each shell flow (DataflowOutputType values)
 FULL_OUTPUTS = ["estimate_reports", "stitched_ip", "bitfile", "pynq_driver", "deployment_package"]
@@ -65,30 +48,9 @@ class BuildSpec:
     label_select: bool = False
 
 
-def finn_folding(dataflow: ModelWrapper) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
-    """bnnflow's folding as FINN's folding config, and the (bnnflow layer, FINN layer) pairs it was made from;
-    a graph that breaks the ops' contract (``bnnflow.hw.check``) has no folding to take."""
-    check_dataflow(dataflow)
-    config: dict[str, dict[str, Any]] = {"Defaults": {}}
-    pairs = []
-    counters: Counter[str] = Counter()
-    for node in dataflow.graph.node:
-        if node.domain != DOMAIN:
-            continue  # reshapes between layers: FINN has no layer for them either
-        if node.op_type not in FINN_LAYERS:
-            raise UnsupportedGraphError(f"node {node_ref(dataflow, node)} has no FINN layer to map its folding to; "
-                                        "use `bnnflow finn RUN --target-fps N` to let FINN fold")
-        finn_type, attrs = FINN_LAYERS[node.op_type]
-        name = f"{finn_type}_{counters[finn_type]}"
-        counters[finn_type] += 1
-        op = getCustomOp(node)
-        config[name] = {attr: int(op.get_nodeattr(attr)) for attr in attrs}
-        pairs.append((node.name, name))
-    return config, pairs
-
-
-def build_config(spec: BuildSpec, folding: bool, verify: bool) -> dict[str, Any]:
-    """FINN's DataflowBuildConfig as JSON (enum fields by value, paths relative to the build directory)."""
+def build_config(spec: BuildSpec, verify: bool) -> dict[str, Any]:
+    """FINN's DataflowBuildConfig as JSON (enum fields by value, paths relative to the build directory); with
+    bnnflow's folding, build.py adds the folding config it writes from FINN's graph."""
     board = spec.board
     config: dict[str, Any] = {
         "output_dir": "output",
@@ -103,9 +65,7 @@ def build_config(spec: BuildSpec, folding: bool, verify: bool) -> dict[str, Any]
     }
     if board.platform:
         config["vitis_platform"] = board.platform
-    if folding:
-        config["folding_config_file"] = "folding_config.json"
-    else:
+    if spec.target_fps > 0:
         config["target_fps"] = int(spec.target_fps)
     if verify:
         config.update(verify_steps=FULL_VERIFY, verify_input_npy="input.npy",
@@ -117,7 +77,8 @@ def write_build_dir(folder: Path, spec: BuildSpec, model: ModelWrapper, dataflow
                     expected: np.ndarray, source: dict[str, Any]) -> dict[str, Any]:
     """Write the build directory to ``folder`` (whole or not at all); returns bnnflow.json's content.
 
-    ``model`` is the QONNX model FINN builds (see ``input_codes``), ``inputs`` what it takes.
+    ``model`` is the QONNX model FINN builds, ``inputs`` what it takes; a network FINN has no layers for is
+    refused before anything is written.
     """
     files: dict[str, str] = {}
     folding = spec.target_fps <= 0
@@ -128,12 +89,9 @@ def write_build_dir(folder: Path, spec: BuildSpec, model: ModelWrapper, dataflow
         "folding": "bnnflow" if folding else f"FINN, target_fps {int(spec.target_fps)}",
         "verify_samples": len(inputs),
         "source": source,
+        "layers": finn_layers(dataflow, folding),
     }
-    if folding:
-        config, pairs = finn_folding(dataflow)
-        files["folding_config.json"] = json.dumps(config, indent=2) + "\n"
-        settings["layers"] = [{"bnnflow": ours, "finn": theirs} for ours, theirs in pairs]
-    files["dataflow_build_config.json"] = json.dumps(build_config(spec, folding, len(inputs) > 0), indent=2) + "\n"
+    files["dataflow_build_config.json"] = json.dumps(build_config(spec, len(inputs) > 0), indent=2) + "\n"
     files["bnnflow.json"] = json.dumps(settings, indent=2) + "\n"
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))  # a killed run's: removed

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bnnflow.errors import ToolchainError
+from bnnflow.errors import ToolchainError, UnsupportedGraphError
 from bnnflow.pipeline.console import out
 
 #: what FINN's log says when a step needs the Xilinx tools and they are not there
@@ -40,7 +40,8 @@ def find_finn() -> str | None:
 
 
 def run_build(folder: Path, python: str, estimate_only: bool) -> None:
-    """Run ``folder/build.py``; FINN's step lines are shown as progress, everything goes to build.log."""
+    """Run ``folder/build.py``; FINN's step lines are shown as progress, everything goes to build.log. A layer of
+    bnnflow's that FINN's graph lacks is an ``UnsupportedGraphError``, any other failure a ``ToolchainError``."""
     folder = Path(folder).absolute()  # FINN runs inside it; its build folder must not be relative to that
     command = [python, "build.py"] + (["--estimate"] if estimate_only else [])
     env = {**os.environ, "FINN_BUILD_DIR": os.environ.get("FINN_BUILD_DIR", str(folder / "finn_tmp"))}
@@ -60,15 +61,18 @@ def run_build(folder: Path, python: str, estimate_only: bool) -> None:
         code = process.wait()
     if code != 0:
         text = log.read_text(errors="replace")
+        refused = re.findall(r"^BnnflowError: (.*)$", text, re.MULTILINE)  # build.py's: FINN lacks a layer
+        if refused:
+            raise UnsupportedGraphError(f"FINN cannot build this network: {refused[-1]}; the whole log is {log}")
         errors = re.findall(r"^(?:\w+\.)*\w*(?:Error|Exception): .*$", text, re.MULTILINE)
-        cause = errors[-1] if errors else last
+        cause = (errors[-1] if errors else last)[:300]
         hint = ""
         missing = [mark for mark in XILINX_MISSING if mark in text]
         if missing:
             cause = missing[0]
             hint = (" (Vivado / Vitis HLS are not on the path: mount them and set FINN_XILINX_PATH and "
                     "FINN_XILINX_VERSION, or build only the estimates with --estimate)")
-        raise ToolchainError(f"FINN's build failed (exit {code}): {cause[:300]}{hint}; the whole log is {log}")
+        raise ToolchainError(f"FINN's build failed (exit {code}): {cause}{hint}; the whole log is {log}")
 
 
 def collect_reports(folder: Path) -> dict[str, Any]:

@@ -1,35 +1,37 @@
 """`bnnflow finn`: the FINN build directory of real runs (digits, Brevitas TFC and CNV), read back and checked
-against the simulator, FINN's layer names and board table, and every way the command can end without FINN.
+against the simulator, build.py's matching of bnnflow's layers to FINN's graphs, the board table, and every way
+the command can end without FINN.
 
 FINN itself is not installed in CI (it is not on PyPI); the directories these tests check were also built by
-FINN's own builder from its source (estimate steps, verification included) as a local cross-check: see
-tests/data/finn_estimate_tfc/README.md, whose files test the report reading here.
+FINN's own builder from its source (estimate steps, verification included) at two FINN commits as a local
+cross-check: tests/data/finn_estimates/ holds what FINN made, whose layer names and reports are tested here.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import sys
 import warnings
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
+from qonnx.transformation.general import GiveUniqueNodeNames
 
+from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.finn.boards import FINN_BOARDS, finn_board_for, get_finn_board
 from bnnflow.hw.simulator import Simulator
 from bnnflow.pipeline.execute import execute
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-
-#: the layer names FINN's builder gave the Brevitas CNV_1W1A dataflow graph (FINN dev@39f0c9a, local run)
-FINN_CNV_LAYERS = [
-    "ConvolutionInputGenerator_rtl_0", "MVAU_hls_0", "ConvolutionInputGenerator_rtl_1", "MVAU_hls_1",
-    "StreamingMaxPool_hls_0", "ConvolutionInputGenerator_rtl_2", "MVAU_hls_2", "ConvolutionInputGenerator_rtl_3",
-    "MVAU_hls_3", "StreamingMaxPool_hls_1", "ConvolutionInputGenerator_rtl_4", "MVAU_hls_4",
-    "ConvolutionInputGenerator_rtl_5", "MVAU_hls_5", "MVAU_hls_6", "MVAU_hls_7", "MVAU_hls_8"]
+#: what FINN made of Brevitas TFC / CNV at FINN's main (39f0c9a, the Dockerfile's pin) and dev (73ba5ed)
+FINN_RUNS = DATA / "finn_estimates"
 
 
 def one_error_line(stderr: str) -> bool:
@@ -67,7 +69,9 @@ def _brevitas_run(root: Path, name: str, shape: tuple[int, ...], *options: str) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_model(model.eval(), shape).save(str(root / f"{name}.qonnx"))
-    np.save(root / "inputs.npy", np.random.default_rng(0).random((6, *shape), dtype=np.float32))
+    # 8-bit pixel values, as images have: a float exactly between two input codes is rounded half to even by
+    # qonnx's Quant but up by FINN's thresholds, and random floats hit such ties
+    np.save(root / "inputs.npy", (np.random.default_rng(0).integers(0, 256, (6, *shape)) / 255).astype(np.float32))
     done = run_cli("-q", "compile", f"{name}.qonnx", "--out", name, "--inputs", "inputs.npy", *options, cwd=root)
     assert done.returncode == 0, done.stderr
     return root / name
@@ -97,19 +101,68 @@ def _model_outputs(run: Path, images: np.ndarray) -> np.ndarray:
     return execute(model, images)[model.graph.output[0].name].reshape(len(images), -1)
 
 
-def _check_folding(folder: Path, run: Path) -> dict:
-    """folding_config.json holds, under FINN's names, the PE and SIMD of dataflow.onnx's layers, in order."""
-    config = json.loads((folder / "folding_config.json").read_text())
-    settings = json.loads((folder / "bnnflow.json").read_text())
-    assert config["Defaults"] == {}  # FINN's ApplyConfig needs the key
+def _recorded(name: str) -> dict:
+    """bnnflow.json of a FINN run recorded in tests/data/finn_estimates."""
+    return json.loads((FINN_RUNS / name / "bnnflow.json").read_text())
+
+
+def _build_script(folder: Path, tmp_path: Path) -> ModuleType:
+    """build.py as it runs beside ``folder``'s bnnflow.json; it imports FINN only inside FINN's steps."""
+    from bnnflow.hw.finn.builddir import BUILD_SCRIPT
+
+    here = tmp_path / folder.name
+    here.mkdir()
+    shutil.copyfile(folder / "bnnflow.json", here / "bnnflow.json")
+    shutil.copyfile(BUILD_SCRIPT, here / "build.py")
+    spec = importlib.util.spec_from_file_location(f"build_{folder.name}", here / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finn_graph(op_types: list[str]) -> ModelWrapper:
+    """A dataflow partition as FINN's graph holds it after step_specialize_layers: a chain of FINN's hardware ops
+    (op type and domain as FINN writes them), unnamed until a step names them."""
+    domain = {"hls": "finn.custom_op.fpgadataflow.hls", "rtl": "finn.custom_op.fpgadataflow.rtl"}
+    nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], domain=domain[op.rsplit("_", 1)[1]])
+             for i, op in enumerate(op_types)]
+    tensors = [helper.make_tensor_value_info(f"t{i}", TensorProto.FLOAT, [1, 8]) for i in (0, len(nodes))]
+    return ModelWrapper(helper.make_model(helper.make_graph(nodes, "dataflow_partition", tensors[:1], tensors[1:])))
+
+
+def _recorded_finn_layers(name: str) -> list[str]:
+    """FINN's layer names in graph order, as FINN's estimate report of a recorded run lists them."""
+    return list(json.loads((FINN_RUNS / name / "output" / "report" / "estimate_layer_cycles.json").read_text()))
+
+
+def _finn_layers(op: str, attr) -> list[list[dict]]:
+    """What each bnnflow op becomes in FINN (op kinds after step_specialize_layers, at FINN's main and dev)."""
+    if op == "MVTU":
+        return [[{"op": "MVAU", "PE": attr("PE"), "SIMD": attr("SIMD")}]]
+    if op == "SlidingWindow":
+        return [[{"op": "ConvolutionInputGenerator", "SIMD": attr("SIMD")}]]
+    if op == "StreamingMaxPool":
+        return [[{"op": "StreamingMaxPool", "PE": attr("PE")}],
+                [{"op": "ConvolutionInputGenerator", "SIMD": attr("PE")}, {"op": "Pool", "PE": attr("PE")}]]
+    assert op == "LabelSelect", op
+    return [[{"op": "LabelSelect", "PE": attr("PE")}]]
+
+
+def _check_layers(folder: Path, run: Path) -> list[dict]:
+    """bnnflow.json lists dataflow.onnx's layers in order, each with the FINN layers it may become and the PE and
+    SIMD it has; FINN's names are left to FINN's graph (no folding_config.json is written)."""
+    assert not (folder / "folding_config.json").exists()
+    layers = json.loads((folder / "bnnflow.json").read_text())["layers"]
     dataflow = ModelWrapper(str(run / "dataflow.onnx"))
-    nodes = {n.name: getCustomOp(n) for n in dataflow.graph.node if n.domain == "bnnflow.hw"}
-    assert [pair["bnnflow"] for pair in settings["layers"]] == list(nodes)
-    for pair in settings["layers"]:
-        for attr, value in config[pair["finn"]].items():
-            assert nodes[pair["bnnflow"]].get_nodeattr(attr) == value
-    assert list(config)[1:] == [pair["finn"] for pair in settings["layers"]]
-    return config
+    nodes = [n for n in dataflow.graph.node if n.domain == "bnnflow.hw"]
+    assert [(layer["bnnflow"], layer["op"]) for layer in layers] == [(n.name, n.op_type) for n in nodes]
+    for layer, node in zip(layers, nodes):
+        assert layer["finn"] == _finn_layers(node.op_type, getCustomOp(node).get_nodeattr), node.name
+    return layers
+
+
+def _kinds(layers: list[dict]) -> list[tuple[str, str, list[list[str]]]]:
+    return [(layer["bnnflow"], layer["op"], [[n["op"] for n in s] for s in layer["finn"]]) for layer in layers]
 
 
 def _check_build_config(folder: Path, board: str, clock_mhz: float) -> dict:
@@ -130,24 +183,20 @@ def test_digits_build_directory_without_finn(cli, digits_run: Path) -> None:
     assert "Traceback" not in done.stderr
     assert "FINN is not installed here" in done.stderr and "docker run" in done.stderr
     folder = digits_run / "finn"
-    assert {p.name for p in folder.iterdir()} == {"model.onnx", "dataflow_build_config.json", "folding_config.json",
-                                                  "input.npy", "expected_output.npy", "bnnflow.json", "build.py"}
-    _check_build_config(folder, "Pynq-Z1", 100.0)
-    config = _check_folding(folder, digits_run)
-    assert list(config)[1:] == ["MVAU_hls_0", "MVAU_hls_1", "MVAU_hls_2", "MVAU_hls_3"]
-    # the input quantizer became a Mul by its scale; the model takes the 8-bit codes, which FINN takes as UINT8
-    model = ModelWrapper(str(folder / "model.onnx"))
-    assert "Quant" not in {n.op_type for n in model.graph.node}
-    assert model.get_tensor_datatype(model.graph.input[0].name).name == "UINT8"
-    codes = np.load(folder / "input.npy")
+    assert {p.name for p in folder.iterdir()} == {"model.onnx", "dataflow_build_config.json", "input.npy",
+                                                  "expected_output.npy", "bnnflow.json", "build.py"}
+    config = _check_build_config(folder, "Pynq-Z1", 100.0)
+    assert "folding_config_file" not in config and "target_fps" not in config  # build.py adds FINN's names
+    assert [layer["op"] for layer in _check_layers(folder, digits_run)] == ["MVTU"] * 4
+    # FINN takes model.qonnx as it is (the input quantizer is a Quant behind a Relu), on the test images
+    assert (folder / "model.onnx").read_bytes() == (digits_run / "model.qonnx").read_bytes()
+    ops = [n.op_type for n in ModelWrapper(str(folder / "model.onnx")).graph.node]
+    assert ops[ops.index("Relu") + 1] == "Quant"
     from bnnflow.pipeline.data import load_data, stack
     from bnnflow.pipeline.rundir import RunDir
 
-    images = stack(load_data(RunDir(digits_run).read_config().data).test)[0].numpy()[: len(codes)]
-    dataflow = ModelWrapper(str(digits_run / "dataflow.onnx"))
-    hw_in = dataflow.get_metadata_prop("bnnflow.streamlined_input")
-    accelerator_codes = execute(ModelWrapper(str(digits_run / "streamlined.onnx")), images, [hw_in])[hw_in]
-    assert len(codes) == 10 and np.array_equal(codes.reshape(10, -1), accelerator_codes.reshape(10, -1))
+    images = stack(load_data(RunDir(digits_run).read_config().data).test)[0].numpy()[:10]
+    assert np.array_equal(np.load(folder / "input.npy"), images)
     # expected outputs: the simulator's scores through the logit scale, which is what model.qonnx outputs
     expected = np.load(folder / "expected_output.npy")
     scores = _accelerator_outputs(digits_run, images)
@@ -156,9 +205,6 @@ def test_digits_build_directory_without_finn(cli, digits_run: Path) -> None:
     slope, offset = np.polyfit(scores.ravel().astype(np.float64), expected.ravel().astype(np.float64), 1)
     assert slope > 0 and np.allclose(expected, slope * scores + offset, rtol=1e-5, atol=1e-5)
     assert np.allclose(expected, _model_outputs(digits_run, images), rtol=1e-5, atol=1e-6)
-    # the modified model gives model.qonnx's outputs on the codes
-    assert np.allclose(execute(model, codes)[model.graph.output[0].name].reshape(len(codes), -1), expected,
-                       rtol=1e-5, atol=1e-6)
     stage = json.loads((digits_run / "summary.json").read_text())["stages"]["finn"]
     assert stage["status"] == "ok" and stage["built"] is False and stage["verify_samples"] == 10
 
@@ -168,11 +214,10 @@ def test_tfc_with_label_select(cli, tfc_run: Path) -> None:
     assert done.returncode == 0, done.stderr
     folder = tfc_run / "finn"
     _check_build_config(folder, "Pynq-Z1", 100.0)
-    config = _check_folding(folder, tfc_run)
-    assert list(config)[1:] == ["MVAU_hls_0", "MVAU_hls_1", "MVAU_hls_2", "MVAU_hls_3", "LabelSelect_hls_0"]
+    layers = _check_layers(folder, tfc_run)
+    assert _kinds(layers) == _kinds(_recorded("tfc_39f0c9a")["layers"])  # what FINN built, at both commits
     assert json.loads((folder / "bnnflow.json").read_text())["label_select"] is True  # build.py appends TopK
-    # TFC's input quantizer is bipolar: the model goes to FINN as exported, on the model's own inputs
-    assert (folder / "model.onnx").read_bytes() == ModelWrapper(str(tfc_run / "model.qonnx")).model.SerializeToString()
+    assert (folder / "model.onnx").read_bytes() == (tfc_run / "model.qonnx").read_bytes()
     images = np.load(folder / "input.npy")
     assert np.array_equal(images, np.load(tfc_run / "verify" / "inputs.npy"))
     expected = np.load(folder / "expected_output.npy")
@@ -180,12 +225,13 @@ def test_tfc_with_label_select(cli, tfc_run: Path) -> None:
     assert np.array_equal(expected, _accelerator_outputs(tfc_run, images))  # the class index, as simulated
 
 
-def test_cnv_layer_names_are_finns(cli, cnv_run: Path) -> None:
+def test_cnv_lists_the_finn_layers_of_both_finn_generations(cli, cnv_run: Path) -> None:
     done = cli("finn", str(cnv_run), "--board", "ZCU104", "--clock-mhz", "125", "--verify-samples", "4")
     assert done.returncode == 0, done.stderr
     folder = cnv_run / "finn"
     _check_build_config(folder, "ZCU104", 125.0)
-    assert list(_check_folding(folder, cnv_run))[1:] == FINN_CNV_LAYERS
+    layers = _check_layers(folder, cnv_run)
+    assert _kinds(layers) == _kinds(_recorded("cnv_39f0c9a")["layers"]) == _kinds(_recorded("cnv_73ba5ed")["layers"])
     images = np.load(folder / "input.npy")
     expected = np.load(folder / "expected_output.npy")
     scores = _accelerator_outputs(cnv_run, images)
@@ -203,6 +249,8 @@ def test_target_fps_leaves_folding_to_finn_and_alveo_gets_its_platform(cli, tfc_
     config = json.loads((folder / "dataflow_build_config.json").read_text())
     assert config["target_fps"] == 100_000 and "folding_config_file" not in config
     assert not (folder / "folding_config.json").exists()
+    layers = json.loads((folder / "bnnflow.json").read_text())["layers"]
+    assert all(set(node) == {"op"} for layer in layers for s in layer["finn"] for node in s)  # FINN's folding only
     assert config["shell_flow_type"] == "vitis_alveo"
     assert config["vitis_platform"] == "xilinx_u250_gen3x16_xdma_2_1_202010_1"
 
@@ -249,15 +297,97 @@ def test_check_on_board(cli, digits_run: Path) -> None:
     assert "scp -r" in printed.stderr and "driver.py --exec_mode execute --batchsize 10" in printed.stderr
 
 
+@pytest.mark.parametrize("name", ["tfc_39f0c9a", "cnv_39f0c9a", "tfc_73ba5ed", "cnv_73ba5ed"])
+def test_build_py_folds_finns_own_graph(name: str, tmp_path: Path) -> None:
+    """FINN's graphs of a real build at FINN's main and dev: build.py names and folds FINN's layers as FINN did."""
+    build = _build_script(FINN_RUNS / name, tmp_path)
+    recorded = _recorded_finn_layers(name)
+    graph = _finn_graph([layer.rsplit("_", 1)[0] for layer in recorded]).transform(GiveUniqueNodeNames())
+    assert [n.name for n in graph.graph.node] == recorded  # the names FINN gives are qonnx's unique names
+    folding, extra = build.match_layers([(n.name, n.op_type) for n in graph.graph.node], build.settings()["layers"])
+    written = json.loads((FINN_RUNS / name / "output" / "folding_config.json").read_text())
+    assert written == {"Defaults": {}, **folding, **{layer: written[layer] for layer in extra}}
+    if name.endswith("39f0c9a"):  # main: FINN's partition holds bnnflow's layers only
+        assert extra == []
+        assert build.step_bnnflow_folding(graph, SimpleNamespace(target_fps=None, output_dir=str(tmp_path))) is not None
+        assert json.loads((tmp_path / "folding_config.json").read_text()) == written
+    else:  # dev: the input quantizer and the float tail in hardware too, folded by FINN for bnnflow's rate
+        assert extra[0] == "Thresholding_rtl_0" and extra[1:] in ([], ["ElementwiseMul_hls_0", "ElementwiseAdd_hls_0"])
+    if name.startswith("cnv"):
+        pools = [layer for layer in recorded if "Pool" in layer]
+        assert pools == (["StreamingMaxPool_hls_0", "StreamingMaxPool_hls_1"] if name.endswith("39f0c9a")
+                         else ["Pool_hls_0", "Pool_hls_1"])
+
+
+def test_a_layer_finns_graph_lacks_stops_the_build_in_one_line(tmp_path: Path) -> None:
+    build = _build_script(FINN_RUNS / "cnv_39f0c9a", tmp_path)
+    recorded = [layer.rsplit("_", 1)[0] for layer in _recorded_finn_layers("cnv_39f0c9a")]
+    layers = build.settings()["layers"]
+    # a FINN without bnnflow's second max-pool unit
+    graph = _finn_graph(recorded[:9] + recorded[10:]).transform(GiveUniqueNodeNames())
+    with pytest.raises(build.BnnflowError) as caught:
+        build.step_bnnflow_folding(graph, SimpleNamespace(target_fps=3000, output_dir=str(tmp_path)))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(
+        "FINN's graph has no StreamingMaxPool or ConvolutionInputGenerator + Pool for bnnflow's StreamingMaxPool_1 "
+        "(StreamingMaxPool) after MVAU_hls_3 (there: ConvolutionInputGenerator_rtl_4); FINN's layers: ")
+    # a layer FINN inserts between two of bnnflow's, and a graph without bnnflow's first layer
+    with pytest.raises(build.BnnflowError, match="for bnnflow's MVTU_0 \\(MVTU\\) after ConvolutionInputGenerator_rtl_0 "
+                       "\\(there: FMPadding_rtl_0\\)"):
+        build.match_layers([("ConvolutionInputGenerator_rtl_0", "ConvolutionInputGenerator_rtl"),
+                            ("FMPadding_rtl_0", "FMPadding_rtl"), ("MVAU_hls_0", "MVAU_hls")], layers)
+    with pytest.raises(build.BnnflowError, match="^FINN's graph has MVAU_hls_9 beyond bnnflow's layers"):
+        build.match_layers([(n, n.rsplit("_", 1)[0]) for n in _recorded_finn_layers("cnv_39f0c9a") + ["MVAU_hls_9"]],
+                           layers)
+    with pytest.raises(build.BnnflowError, match="no ConvolutionInputGenerator for bnnflow's SlidingWindow_0 "
+                       "\\(SlidingWindow\\) anywhere; FINN's layers: MVAU_hls_0$"):
+        build.match_layers([("MVAU_hls_0", "MVAU_hls")], layers)
+
+
+def test_a_bnnflow_op_finn_has_no_layer_for_is_refused(cnv_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bnnflow.hw.finn import support
+
+    dataflow = ModelWrapper(str(cnv_run / "dataflow.onnx"))
+    monkeypatch.delitem(support.FINN_LAYERS, "StreamingMaxPool")  # as an op bnnflow adds before FINN has one
+    with pytest.raises(UnsupportedGraphError, match="^FINN has no layer for node StreamingMaxPool_0 "
+                       "\\(StreamingMaxPool\\), so FINN cannot build this network"):
+        support.finn_layers(dataflow, folding=True)
+
+
+def _input_quantizer(*ops: str, signed: int) -> ModelWrapper:
+    """graph input -> ops -> an 8-bit Quant (scale 2**-8) -> output"""
+    names = ["x", *[f"a{i}" for i in range(len(ops))]]
+    nodes = [helper.make_node(op, [names[i]], [names[i + 1]]) for i, op in enumerate(ops)]
+    nodes.append(helper.make_node("Quant", [names[-1], "scale", "zeropt", "bits"], ["y"], domain="qonnx.custom_op.general",
+                                  signed=signed, narrow=0, rounding_mode="ROUND"))
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("scale", 2**-8), ("zeropt", 0), ("bits", 8))]
+    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    return ModelWrapper(helper.make_model(graph))
+
+
+def test_unsigned_quantizers_go_to_finn_only_behind_a_relu() -> None:
+    from bnnflow.hw.finn.support import check_quantizers
+
+    check_quantizers(_input_quantizer("Flatten", "Relu", signed=0))  # bnnflow's models' input quantizer
+    check_quantizers(_input_quantizer(signed=1))  # a signed one on an identity (Brevitas's CNV)
+    with pytest.raises(UnsupportedGraphError, match="follows the graph input, not a ReLU.*`bnnflow export RUN`"):
+        check_quantizers(_input_quantizer(signed=0))  # what bnnflow exported before: FINN's conversion stops on it
+    with pytest.raises(UnsupportedGraphError, match="follows Flatten, not a ReLU"):
+        check_quantizers(_input_quantizer("Flatten", signed=0))
+
+
 def test_collect_reports_reads_what_finn_wrote() -> None:
     from bnnflow.hw.finn.runner import collect_reports
 
-    figures = collect_reports(DATA / "finn_estimate_tfc")
+    figures = collect_reports(FINN_RUNS / "tfc_39f0c9a")
     assert figures["estimated_fps"] == pytest.approx(255102.0, abs=0.1)
     assert figures["bottleneck"] == "MVAU_hls_0" and figures["bottleneck_cycles"] == 392
     assert figures["estimated_resources"] == {"BRAM_18K": 7.0, "LUT": 2355.0, "URAM": 0.0, "DSP": 0.0}
-    assert figures["verification_passed"] == 20 and figures["verification_failed"] == []
+    assert figures["verification_passed"] == 12 and figures["verification_failed"] == []
     assert "bitfile" not in figures  # an estimate-only build makes none
+    dev = collect_reports(FINN_RUNS / "cnv_73ba5ed")
+    assert dev["estimated_fps"] == pytest.approx(3028.5, abs=0.1) and dev["verification_passed"] == 12
 
 
 def test_board_tables_agree() -> None:
