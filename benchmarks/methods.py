@@ -9,7 +9,8 @@
    weight flip rate (oscillation: the share of binary weights an optimizer step flips, averaged over the last
    quarter of the epochs), mean and spread (sample standard deviation) over the seeds.
 2. **CIFAR-shaped**: the same for BNN-PYNQ's CNV on the digits set resized to 3x32x32 (a real, bundled task in
-   CIFAR-10's shape), ``--cifar-epochs`` epochs, one seed (``--cifar-epochs 0`` skips it).
+   CIFAR-10's shape: ``data.image_size = 32``, ``data.channels = 3``, bilinear upsampling with the grey level on
+   all three channels), ``--cifar-epochs`` epochs, one seed (``--cifar-epochs 0`` skips it).
 3. **Training speed**: steps/s of one binary 3x3 conv layer (sign -> conv 128->128 -> BatchNorm, 16x16 maps,
    batch 32: a CIFAR stage-2 layer) as bnnflow builds it (Brevitas layer + the method's parametrizations and
    hooks) against a plain PyTorch implementation of the same method on ``nn.Conv2d`` (``PlainLayer``), in
@@ -39,7 +40,6 @@ from bnnflow.models.layers import quant_act
 from bnnflow.models.methods import create_method, estimators, list_methods
 from bnnflow.models.quantizers import weight_quant
 from bnnflow.pipeline.config import Config, load_config
-from bnnflow.pipeline.data import DataSplits, load_data, stack
 from bnnflow.pipeline.rundir import RunDir
 from bnnflow.pipeline.train import train
 
@@ -50,6 +50,8 @@ RECIPES = {"ste": "bnn-pynq-mnist-tfc", "xnor": "xnor-imagenet-resnet18", "birea
            "rebnn": "rebnn-imagenet-resnet18", "rbonn": "rbonn-imagenet-resnet18", "rbnn": "rbnn-cifar10-resnet20",
            "ftbnn": "ftbnn-imagenet-resnet18", "dwr": "dwr-imagenet-resnet18"}
 RECIPE_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "schedule")
+#: the digits as CIFAR-10-shaped images, through the data loader's own resizing (``pipeline/image_shape.py``)
+CIFAR_SHAPED = {"data.image_size": 32, "data.channels": 3}
 
 
 def recipe_overrides(method: str, epochs: int) -> dict[str, object]:
@@ -61,13 +63,13 @@ def recipe_overrides(method: str, epochs: int) -> dict[str, object]:
     return {**overrides, "method.name": method, "train.epochs": epochs}
 
 
-def train_once(overrides: dict[str, object], data: DataSplits | None = None) -> dict[str, float]:
+def train_once(overrides: dict[str, object]) -> dict[str, float]:
     """Train in a scratch run directory; test accuracy and the flip rate over the last quarter of the epochs."""
     cfg = Config().with_overrides({"train.threads": 1, **overrides})
     with tempfile.TemporaryDirectory(prefix="bnnflow-methods-") as tmp:
         run = RunDir(Path(tmp))
         run.root.mkdir(exist_ok=True)
-        summary = train(cfg, run, data=data)
+        summary = train(cfg, run)
         rows = [json.loads(line) for line in run.metrics.read_text().splitlines()]
     late = [r["flip_rate"] for r in rows[-max(1, len(rows) // 4):] if r["flip_rate"] is not None]
     return {"test_accuracy": summary["test_accuracy"], "flip_rate": sum(late) / len(late) if late else math.nan}
@@ -75,19 +77,6 @@ def train_once(overrides: dict[str, object], data: DataSplits | None = None) -> 
 
 def spread(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def cifar_shaped_digits() -> DataSplits:
-    """The digits set as 3x32x32 images (bilinear upsampling, the gray level on all three channels)."""
-    digits = load_data(Config().data)
-
-    def resize(split):
-        images, labels = stack(split)
-        big = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
-        return torch.utils.data.TensorDataset(big.clamp(0, 1), labels)
-
-    return DataSplits(train=resize(digits.train), test=resize(digits.test), input_shape=(3, 32, 32),
-                      num_classes=digits.num_classes, class_names=digits.class_names)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -274,10 +263,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{method:<10}{acc[0]:>14.2%} +- {acc[1]:.2%}{flips[0]:>17.5f} +- {flips[1]:.5f}", flush=True)
 
     if args.cifar_epochs:
-        data = cifar_shaped_digits()
         print(f"\nCNV on CIFAR-shaped digits (3x32x32), {args.cifar_epochs} epochs, seed 0")
         for method in methods:
-            result = train_once({**recipe_overrides(method, args.cifar_epochs), "model.name": "cnv"}, data=data)
+            result = train_once({**recipe_overrides(method, args.cifar_epochs), **CIFAR_SHAPED, "model.name": "cnv"})
             report["cifar_shaped"][method] = result
             print(f"{method:<10}{result['test_accuracy']:>14.2%}{result['flip_rate']:>25.5f}", flush=True)
 

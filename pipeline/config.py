@@ -43,8 +43,14 @@ class ScheduleName(str, enum.Enum):
     LINEAR = "linear"
 
 
-def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
-    return {"range": (lo, hi)}
+def _range(lo: float | None = None, hi: float | None = None, *, zero: bool = False) -> dict[str, Any]:
+    """Field metadata: the value must lie in [lo, hi]; with ``zero``, 0 (a "use the natural default" value) too."""
+    return {"range": (lo, hi), "zero": zero}
+
+
+def _choices(*allowed: int) -> dict[str, Any]:
+    """Field metadata: the value must be one of ``allowed`` (numbers that are not a contiguous range)."""
+    return {"choices": allowed}
 
 
 #: metadata of a field that names a file or folder ("" = none); the CLI makes it absolute (``with_absolute_paths``)
@@ -65,8 +71,12 @@ class DataConfig:
     limit_train: int = field(default=0, metadata=_range(0))
     #: use only the first N test samples (0 = all)
     limit_test: int = field(default=0, metadata=_range(0))
-    #: side length images are resized to (imagefolder only)
-    image_size: int = field(default=32, metadata=_range(8, 1024))
+    #: side length images are resized to (bilinear, antialiased: ``pipeline/image_shape.py``). 0 = the data set's
+    #: own: 8 for digits, 28 for MNIST, 32 for CIFAR-10; image folders have none, and get 32
+    image_size: int = field(default=0, metadata=_range(8, 1024, zero=True))
+    #: image channels: 1 (colour becomes its luma) or 3 (grey is repeated). 0 = the data set's own: 1 for digits
+    #: and MNIST, 3 for CIFAR-10 and image folders
+    channels: int = field(default=0, metadata=_choices(0, 1, 3))
     #: random crop (padding 4) and horizontal flip for image training sets
     augment: bool = False
 
@@ -313,10 +323,16 @@ def _check_value(key: str, hint: Any, spec: dataclasses.Field, value: Any) -> An
         if not isinstance(value, dict):
             raise ConfigError(f"config: {key} must be a table, got {value!r}")
         return dict(value)
+    choices = spec.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config: {key} = {value!r} is not allowed (allowed: {', '.join(map(str, choices))})")
     lo, hi = spec.metadata.get("range", (None, None))
+    if spec.metadata.get("zero") and value == 0:
+        return value
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f"{lo if lo is not None else '-inf'} to {hi if hi is not None else 'inf'}"
-        raise ConfigError(f"config: {key} = {value!r} is out of range (allowed: {bounds})")
+        zero = "0 or " if spec.metadata.get("zero") else ""
+        raise ConfigError(f"config: {key} = {value!r} is out of range (allowed: {zero}{bounds})")
     return value
 
 

@@ -2,9 +2,12 @@
 
 Every loader returns images as float tensors in [0, 1] with shape (C, H, W) and integer labels, so that the
 models' unsigned 8-bit input quantizer turns a pixel ``p / 255`` back into the integer code ``p`` that the
-accelerator takes. Nothing is downloaded: a missing or malformed folder is a ``DataError`` that names the path
-and the layout expected there. torchvision itself is not needed (its wheels clash with the CPU torch here);
-the files are read directly.
+accelerator takes. ``data.image_size`` and ``data.channels`` (0 = the set's own) reshape every set by one rule
+(``image_shape``), so the bundled digits can be fed to a backbone built for CIFAR-10's 3x32x32.
+
+Nothing is downloaded: a missing or malformed folder is a ``DataError`` that names the path and the layout
+expected there. torchvision itself is not needed (its wheels clash with the CPU torch here); the files are read
+directly.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from bnnflow.errors import DataError
 from bnnflow.pipeline.config import DataConfig, DatasetName
+from bnnflow.pipeline.image_shape import IMAGEFOLDER_SIZE, reshape_images, to_channels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
 
@@ -96,7 +100,7 @@ def _load_digits(cfg: DataConfig) -> DataSplits:
     from sklearn.model_selection import train_test_split
 
     images, labels = load_digits(return_X_y=True)
-    images = (images.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)
+    images = reshape_images((images.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32), cfg.image_size, cfg.channels)
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=cfg.test_fraction, random_state=cfg.split_seed, stratify=labels
     )
@@ -152,7 +156,8 @@ def _load_mnist(cfg: DataConfig) -> DataSplits:
         images, labels = _read_idx(img, 0x00000803), _read_idx(lbl, 0x00000801)
         if len(images) != len(labels):
             raise DataError(f"{img} has {len(images)} images but {lbl} has {len(labels)} labels")
-        arrays[split] = ((images[:, None] / 255.0).astype(np.float32), labels)
+        arrays[split] = (reshape_images((images[:, None] / 255.0).astype(np.float32), cfg.image_size, cfg.channels),
+                         labels)
     return _tensor_splits(*arrays["train"], *arrays["test"], tuple(str(i) for i in range(10)), f"MNIST in {root}")
 
 
@@ -199,16 +204,19 @@ def _load_cifar10(cfg: DataConfig) -> DataSplits:
     x_train = np.concatenate([b[0] for b in train])
     y_train = np.concatenate([b[1] for b in train])
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    return _tensor_splits((x_train / 255.0).astype(np.float32), y_train, (x_test / 255.0).astype(np.float32),
-                          y_test, classes, f"CIFAR-10 in {folder}")
+    x_train, x_test = (reshape_images((x / 255.0).astype(np.float32), cfg.image_size, cfg.channels)
+                       for x in (x_train, x_test))
+    return _tensor_splits(x_train, y_train, x_test, y_test, classes, f"CIFAR-10 in {folder}")
 
 
 class ImageFolderDataset(Dataset):
-    """Images under ``SPLIT/CLASS/``, loaded lazily: resized (shorter side) and centre-cropped to a square."""
+    """Images under ``SPLIT/CLASS/``, loaded lazily: resized (shorter side) and centre-cropped to a square, then
+    brought to ``channels`` (3, or 1: the luma) as ``image_shape`` does for the in-memory sets."""
 
-    def __init__(self, samples: list[tuple[Path, int]], image_size: int) -> None:
+    def __init__(self, samples: list[tuple[Path, int]], image_size: int, channels: int = 3) -> None:
         self.samples = samples
         self.image_size = image_size
+        self.channels = channels
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -229,7 +237,7 @@ class ImageFolderDataset(Dataset):
                 array = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
         except (OSError, UnidentifiedImageError) as err:
             raise DataError(f"{path} is not a readable image ({err}); remove or replace it") from None
-        return torch.from_numpy(np.ascontiguousarray(array)), label
+        return torch.from_numpy(np.ascontiguousarray(to_channels(array[None], self.channels)[0])), label
 
 
 def _scan_split(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
@@ -256,9 +264,9 @@ def _load_imagefolder(cfg: DataConfig) -> DataSplits:
     train, test = _scan_split(root / "train", classes), _scan_split(test_dir, classes)
     if not train or not test:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root} (expected {IMAGEFOLDER_LAYOUT})")
-    size = cfg.image_size
-    return DataSplits(ImageFolderDataset(train, size), ImageFolderDataset(test, size), (3, size, size),
-                      len(classes), tuple(classes))
+    size, channels = cfg.image_size or IMAGEFOLDER_SIZE, cfg.channels or 3
+    return DataSplits(ImageFolderDataset(train, size, channels), ImageFolderDataset(test, size, channels),
+                      (channels, size, size), len(classes), tuple(classes))
 
 
 def stack(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,7 +37,8 @@ def test_config_defaults():
     cfg = Config()
     assert cfg.data == DataConfig()
     assert cfg.data.name is DatasetName.DIGITS and cfg.data.root == ""
-    assert cfg.data.test_fraction == 0.2 and cfg.data.image_size == 32 and cfg.data.augment is False
+    assert cfg.data.test_fraction == 0.2 and cfg.data.augment is False
+    assert cfg.data.image_size == 0 and cfg.data.channels == 0  # the data set's own shape: digits stay 1x8x8
     assert cfg.model.name == "digits_mlp" and cfg.model.args == {}
     assert cfg.train.epochs == 100 and cfg.train.batch_size == 64 and cfg.train.lr == 0.01
     assert cfg.train.optimizer is OptimizerName.ADAM and cfg.train.schedule is ScheduleName.COSINE
@@ -261,7 +262,9 @@ OUT_OF_RANGE = [
     pytest.param("train", "momentum", 1.5, "0.0 to 1.0", id="momentum-high"),
     pytest.param("data", "test_fraction", 0.01, "0.05 to 0.95", id="fraction-low"),
     pytest.param("data", "limit_train", -1, "0 to inf", id="limit-negative"),
-    pytest.param("data", "image_size", 4, "8 to 1024", id="image-size-low"),
+    pytest.param("data", "image_size", 4, "0 or 8 to 1024", id="image-size-low"),
+    pytest.param("data", "image_size", -1, "0 or 8 to 1024", id="image-size-negative"),
+    pytest.param("data", "image_size", 1025, "0 or 8 to 1024", id="image-size-high"),
     pytest.param("export", "verify_batch", 0, "1 to 65536", id="verify-batch-low"),
 ]
 
@@ -274,13 +277,31 @@ def test_config_out_of_range_raises(section, key, value, bounds):
 
 
 RANGE_EDGES = [("train", "epochs", 1), ("train", "epochs", 100_000), ("train", "lr", 0.0), ("train", "lr", 10.0),
-               ("data", "test_fraction", 0.95), ("data", "image_size", 8)]
+               ("data", "test_fraction", 0.95), ("data", "image_size", 8), ("data", "image_size", 0),
+               ("data", "image_size", 1024)]
 
 
 @pytest.mark.parametrize(("section", "key", "value"), RANGE_EDGES)
 def test_config_range_bounds_inclusive(section, key, value):
     cfg = Config.from_dict({section: {key: value}})
     assert getattr(getattr(cfg, section), key) == value
+
+
+CHANNELS = [0, 1, 3]
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_config_channels_accepted(channels):
+    assert Config.from_dict({"data": {"channels": channels}}).data.channels == channels
+
+
+BAD_CHANNELS = [2, 4, -1]
+
+
+@pytest.mark.parametrize("channels", BAD_CHANNELS)
+def test_config_bad_channels_raises(channels):
+    message = _error({"data": {"channels": channels}})
+    assert message == f"config: data.channels = {channels} is not allowed (allowed: 0, 1, 3)"
 
 
 BAD_ENUMS = [

@@ -517,3 +517,110 @@ def test_imagefolder_unreadable_image_raises_on_load(tmp_path):
     with pytest.raises(DataError) as info:
         splits.train[0]
     assert str(bad) in str(info.value)
+
+
+# ------------------------------------------------------------------------------------- image_size and channels
+
+DIGITS_SHAPES = [
+    pytest.param(0, 0, (1, 8, 8), id="own"),
+    pytest.param(8, 1, (1, 8, 8), id="own-spelled-out"),
+    pytest.param(32, 3, (3, 32, 32), id="cifar-shaped"),
+    pytest.param(12, 0, (1, 12, 12), id="non-integer-factor"),
+    pytest.param(0, 3, (3, 8, 8), id="channels-only"),
+]
+
+
+@pytest.mark.parametrize(("size", "channels", "shape"), DIGITS_SHAPES)
+def test_digits_image_size_and_channels_set_the_shape(size, channels, shape):
+    splits = load_data(DataConfig(image_size=size, channels=channels))
+    assert splits.input_shape == shape
+    for dataset in (splits.train, splits.test):
+        x, y = stack(dataset)
+        assert x.shape == (len(y), *shape) and x.dtype == torch.float32
+        assert x.min() >= 0.0 and x.max() <= 1.0
+    assert len(splits.train) + len(splits.test) == DIGITS_TOTAL
+
+
+def test_digits_own_shape_spelled_out_is_the_default():
+    spelled_out = DataConfig(image_size=8, channels=1)
+    for default, spelled in zip(stack(load_data(DataConfig()).train), stack(load_data(spelled_out).train)):
+        assert torch.equal(default, spelled)
+
+
+def test_digits_resize_is_deterministic():
+    cfg = DataConfig(image_size=20, channels=3)
+    first, second = load_data.__wrapped__(cfg), load_data.__wrapped__(DataConfig(image_size=20, channels=3))
+    for a, b in ((first.train, second.train), (first.test, second.test)):
+        assert all(torch.equal(u, v) for u, v in zip(stack(a), stack(b)))
+
+
+def test_digits_three_channels_repeat_the_grey_image():
+    grey = load_data(DataConfig(image_size=32, channels=1))
+    colour = load_data(DataConfig(image_size=32, channels=3))
+    for one, three in ((grey.train, colour.train), (grey.test, colour.test)):
+        (x1, y1), (x3, y3) = stack(one), stack(three)
+        assert torch.equal(x3, x1.repeat(1, 3, 1, 1)) and torch.equal(y1, y3)
+
+
+def test_digits_upsampling_is_plain_bilinear():
+    """8 -> 32 is bilinear interpolation with half-pixel centres, the edge pixels repeated (what the methods
+    benchmark trained on before the loader did it)."""
+    small, _ = stack(load_data(DataConfig()).test)
+    big, _ = stack(load_data(DataConfig(image_size=32)).test)
+    expected = torch.nn.functional.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.equal(big, expected.clamp(0, 1))
+    assert torch.equal(big[:, :, :2, :2], small[:, :, :1, :1].expand(-1, -1, 2, 2))  # the corner pixel, repeated
+
+
+def test_downsampling_is_pils_bilinear_filter(tmp_path):
+    """28 -> 14 averages like PIL's antialiased BILINEAR on float images, the image-folder loader's filter."""
+    arrays = _make_mnist(tmp_path, n_train=2, n_test=2)
+    x, _ = stack(load_data(_mnist_cfg(tmp_path, image_size=14)).train)
+    for image, pixels in zip(x, arrays["train"][0]):
+        pil = Image.fromarray(pixels.astype(np.float32) / 255.0, mode="F").resize((14, 14), Image.BILINEAR)
+        assert torch.allclose(image[0], torch.from_numpy(np.asarray(pil).copy()), atol=1e-6, rtol=0)
+
+
+def test_mnist_honours_image_size_and_channels(tmp_path):
+    arrays = _make_mnist(tmp_path)
+    splits = load_data(_mnist_cfg(tmp_path, image_size=32, channels=3))
+    assert splits.input_shape == (3, 32, 32)
+    x, y = stack(splits.test)
+    assert x.shape == (3, 3, 32, 32) and y.tolist() == arrays["t10k"][1].tolist()
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])
+    assert x.min() >= 0.0 and x.max() <= 1.0
+
+
+def test_cifar10_one_channel_is_the_luma(tmp_path):
+    batches = _make_cifar(tmp_path)
+    splits = load_data(_cifar_cfg(tmp_path, channels=1))
+    assert splits.input_shape == (1, 32, 32)
+    x, _ = stack(splits.test)
+    rgb = batches["test_batch"][b"data"].reshape(-1, 3, 32, 32).astype(np.float64) / 255.0
+    luma = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    assert torch.allclose(x[:, 0].double(), torch.from_numpy(luma), atol=1e-6, rtol=0)
+
+
+def test_cifar10_honours_image_size(tmp_path):
+    _make_cifar(tmp_path)
+    splits = load_data(_cifar_cfg(tmp_path, image_size=16))
+    assert splits.input_shape == (3, 16, 16)
+    x, _ = stack(splits.train)
+    assert x.shape == (10, 3, 16, 16) and x.min() >= 0.0 and x.max() <= 1.0
+
+
+def test_imagefolder_own_size_is_32(tmp_path):
+    _make_imagefolder(tmp_path)
+    splits = load_data(_imagefolder_cfg(tmp_path))
+    assert splits.input_shape == (3, 32, 32) and splits.train[0][0].shape == (3, 32, 32)
+
+
+def test_imagefolder_one_channel_is_the_luma(tmp_path):
+    _make_imagefolder(tmp_path)
+    splits = load_data(_imagefolder_cfg(tmp_path, image_size=8, channels=1))
+    assert splits.input_shape == (1, 8, 8)
+    x, y = stack(splits.test)
+    assert x.shape == (3, 1, 8, 8)
+    for image, label in zip(x, y.tolist()):
+        r, g, b = IMAGEFOLDER_CLASSES[splits.class_names[label]]
+        assert torch.allclose(image, torch.full_like(image, (0.299 * r + 0.587 * g + 0.114 * b) / 255), atol=1e-6)
