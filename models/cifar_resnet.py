@@ -39,15 +39,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnnflow.models.layers import quant_act
+from bnnflow.models.layers import batch_norm, input_quant, quant_act
 from bnnflow.models.registry import register_model
 from bnnflow.models.resnet import (
     BOUNDED_RANGE,
     UNBOUNDED_RANGE,
     binary_conv,
     check_image_shape,
+    check_pad_value,
     check_stages,
-    input_quant,
+    hardtanh,
+    join_quant,
     make_stages,
     real_conv,
     real_linear,
@@ -85,49 +87,58 @@ def _shortcut(kind: str, in_channels: int, out_channels: int, stride: int, hw: b
         return OptionAShortcut(in_channels, out_channels, stride)
     if kind == "conv":
         return nn.Sequential(real_conv(in_channels, out_channels, kernel_size=1, stride=stride, hw=hw),
-                             nn.BatchNorm2d(out_channels))
+                             batch_norm(out_channels, hw), join_quant(hw, BOUNDED_RANGE))
     return nn.Sequential(quant_act(1), binary_conv(in_channels, out_channels, kernel_size=1, stride=stride),
-                         nn.BatchNorm2d(out_channels))
+                         batch_norm(out_channels, hw), join_quant(hw, BOUNDED_RANGE))
 
 
 class BasicBlock(nn.Module):
     """Two binary 3x3 convs, each with its BatchNorm, one shortcut around both, hardtanh after each BatchNorm."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str, hw: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str, hw: bool,
+                 pad_value: int = 0) -> None:
         super().__init__()
         self.act1 = quant_act(1)
-        self.conv1 = binary_conv(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv1 = binary_conv(in_channels, out_channels, kernel_size=3, stride=stride, padding=1,
+                                 pad_value=pad_value)
+        self.bn1 = batch_norm(out_channels, hw)
         self.act2 = quant_act(1)
-        self.conv2 = binary_conv(out_channels, out_channels, kernel_size=3, padding=1)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.conv2 = binary_conv(out_channels, out_channels, kernel_size=3, padding=1, pad_value=pad_value)
+        self.bn2 = batch_norm(out_channels, hw)
+        self.join = join_quant(hw, BOUNDED_RANGE)
         self.shortcut = _shortcut(shortcut, in_channels, out_channels, stride, hw)
         self.quant = stream_quant(hw, BOUNDED_RANGE)
+        self.htanh = hardtanh(hw)
 
     def forward(self, x):
-        out = F.hardtanh(self.bn1(self.conv1(self.act1(x))))
-        out = self.bn2(self.conv2(self.act2(out))) + self.shortcut(x)
-        return self.quant(F.hardtanh(out))
+        out = self.htanh(self.bn1(self.conv1(self.act1(x))))
+        out = self.join(self.bn2(self.conv2(self.act2(out)))) + self.shortcut(x)
+        return self.quant(self.htanh(out))
 
 
 class BiRealBasicBlock(nn.Module):
     """The same two binary convs, each with its own shortcut (the first may change shape) and hardtanh."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str, hw: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str, hw: bool,
+                 pad_value: int = 0) -> None:
         super().__init__()
         self.act1 = quant_act(1)
-        self.conv1 = binary_conv(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv1 = binary_conv(in_channels, out_channels, kernel_size=3, stride=stride, padding=1,
+                                 pad_value=pad_value)
+        self.bn1 = batch_norm(out_channels, hw)
+        self.join1 = join_quant(hw, BOUNDED_RANGE)
         self.shortcut = _shortcut(shortcut, in_channels, out_channels, stride, hw)
         self.quant1 = stream_quant(hw, BOUNDED_RANGE)
         self.act2 = quant_act(1)
-        self.conv2 = binary_conv(out_channels, out_channels, kernel_size=3, padding=1)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.conv2 = binary_conv(out_channels, out_channels, kernel_size=3, padding=1, pad_value=pad_value)
+        self.bn2 = batch_norm(out_channels, hw)
+        self.join2 = join_quant(hw, BOUNDED_RANGE)
         self.quant2 = stream_quant(hw, BOUNDED_RANGE)
+        self.htanh = hardtanh(hw)
 
     def forward(self, x):
-        out = self.quant1(F.hardtanh(self.bn1(self.conv1(self.act1(x))) + self.shortcut(x)))
-        return self.quant2(F.hardtanh(self.bn2(self.conv2(self.act2(out))) + out))
+        out = self.quant1(self.htanh(self.join1(self.bn1(self.conv1(self.act1(x)))) + self.shortcut(x)))
+        return self.quant2(self.htanh(self.join2(self.bn2(self.conv2(self.act2(out)))) + out))
 
 
 class CifarResNet(nn.Module):
@@ -135,25 +146,28 @@ class CifarResNet(nn.Module):
 
     def __init__(self, block: type[nn.Module], name: str, stages: int, input_shape: tuple[int, ...], num_classes: int,
                  widths: list[int], blocks: list[int], stem_width: int, shortcut: str, input_bits: int,
-                 hw: bool) -> None:
+                 hw: bool, pad_value: int = 0) -> None:
         super().__init__()
         check_image_shape(name, input_shape)
         check_stages(name, widths, blocks, stages)
+        check_pad_value(name, pad_value)
         if shortcut not in SHORTCUTS:
             raise ValueError(f"{name}: shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
         self.input_shape = tuple(input_shape)
         self.input_quant = input_quant(input_bits)
         self.conv1 = real_conv(input_shape[0], stem_width, kernel_size=3, padding=1, hw=hw)
-        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.bn1 = batch_norm(stem_width, hw)
         self.stem_quant = stream_quant(hw, BOUNDED_RANGE)
-        self.layers = nn.Sequential(*make_stages(partial(block, shortcut=shortcut, hw=hw), stem_width, widths, blocks))
+        self.htanh = hardtanh(hw)
+        self.layers = nn.Sequential(*make_stages(partial(block, shortcut=shortcut, hw=hw, pad_value=pad_value),
+                                                 stem_width, widths, blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.bn2 = nn.BatchNorm1d(widths[-1])
+        self.bn2 = batch_norm(widths[-1], hw, dims=1)
         self.head_quant = stream_quant(hw, UNBOUNDED_RANGE)
         self.fc = real_linear(widths[-1], num_classes, hw)
 
     def forward(self, x):
-        x = self.stem_quant(F.hardtanh(self.bn1(self.conv1(self.input_quant(x)))))
+        x = self.stem_quant(self.htanh(self.bn1(self.conv1(self.input_quant(x)))))
         x = self.bn2(self.avgpool(self.layers(x)).flatten(1))
         return self.fc(self.head_quant(x))
 
@@ -161,25 +175,25 @@ class CifarResNet(nn.Module):
 @register_model
 def cifar_resnet18(*, input_shape: tuple[int, ...], num_classes: int, widths: list[int] = [64, 128, 256, 512],
                    blocks: list[int] = [2, 2, 2, 2], stem_width: int = 64, binary_shortcut: bool = False,
-                   input_bits: int = 8, hw: bool = False) -> CifarResNet:
+                   input_bits: int = 8, hw: bool = False, pad_value: int = 0) -> CifarResNet:
     """CIFAR ResNet-18 (IR-Net, RBNN, DWR): 16 binary 3x3 convs; 1x1 shortcuts float, or binary as in RBNN."""
     return CifarResNet(BasicBlock, "cifar_resnet18", 4, input_shape, num_classes, list(widths), list(blocks), stem_width,
-                       "binary" if binary_shortcut else "conv", input_bits, hw)
+                       "binary" if binary_shortcut else "conv", input_bits, hw, pad_value)
 
 
 @register_model
 def resnet20(*, input_shape: tuple[int, ...], num_classes: int, widths: list[int] = [16, 32, 64],
              blocks: list[int] = [3, 3, 3], stem_width: int = 16, shortcut: str = "option_a", input_bits: int = 8,
-             hw: bool = False) -> CifarResNet:
+             hw: bool = False, pad_value: int = 0) -> CifarResNet:
     """Binary CIFAR ResNet-20 (IR-Net, RBNN): 18 binary 3x3 convs, one shortcut per pair."""
     return CifarResNet(BasicBlock, "resnet20", 3, input_shape, num_classes, list(widths), list(blocks), stem_width,
-                       shortcut, input_bits, hw)
+                       shortcut, input_bits, hw, pad_value)
 
 
 @register_model
 def resnet20_bireal(*, input_shape: tuple[int, ...], num_classes: int, widths: list[int] = [16, 32, 64],
                     blocks: list[int] = [3, 3, 3], stem_width: int = 16, shortcut: str = "option_a",
-                    input_bits: int = 8, hw: bool = False) -> CifarResNet:
+                    input_bits: int = 8, hw: bool = False, pad_value: int = 0) -> CifarResNet:
     """Binary CIFAR ResNet-20, Bi-Real form (RBNN, DWR): a shortcut around each of the 18 binary convs."""
     return CifarResNet(BiRealBasicBlock, "resnet20_bireal", 3, input_shape, num_classes, list(widths), list(blocks),
-                       stem_width, shortcut, input_bits, hw)
+                       stem_width, shortcut, input_bits, hw, pad_value)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import brevitas.nn as qnn
 from torch import nn
 
-from bnnflow.models.layers import linear_head, quant_act
-from bnnflow.models.quantizers import InputQuant, weight_quant
+from bnnflow.models.layers import input_quant, linear_head, quant_act
+from bnnflow.models.quantizers import weight_quant
 from bnnflow.models.registry import register_model
 
 CNV_CONV_CHANNELS = (64, 64, 128, 128, 256, 256)
@@ -33,7 +33,7 @@ class CNV(nn.Module):
                 raise ValueError(f"{name} must be between 1 and 8, got {bits}")
         channels, height, width = input_shape
         self.input_shape = tuple(input_shape)
-        self.input_quant = qnn.QuantIdentity(act_quant=InputQuant, bit_width=input_bits, return_quant_tensor=True)
+        self.input_quant = input_quant(input_bits, return_quant_tensor=True)
         convs: list[nn.Module] = []
         for i, out_channels in enumerate(CNV_CONV_CHANNELS):
             convs += [

@@ -2,8 +2,8 @@
 FINN, FPGA 2017; arXiv:1612.07119).
 
 Each hidden layer is ``QuantLinear (no bias) -> BatchNorm1d -> sign``, which streamlines to an XNOR-popcount
-unit with one integer threshold per neuron. The input layer takes k-bit unsigned inputs (8 by default: raw
-pixels) against binary weights, as FINN's TFC does, and the last layer's integer accumulators go through a
+unit with one integer threshold per neuron. The input layer takes k-bit unsigned inputs (8 by default)
+against binary weights, as FINN's TFC does, and the last layer's integer accumulators go through a
 positive scalar (``LogitScale``) so the argmax stays exact in hardware.
 """
 
@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import math
 
-import brevitas.nn as qnn
 from torch import nn
 
-from bnnflow.models.layers import linear_head
-from bnnflow.models.quantizers import InputQuant
+from bnnflow.models.layers import input_quant, linear_head
 from bnnflow.models.registry import register_model
 
 
@@ -40,7 +38,7 @@ class BinaryMLP(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.input_shape = tuple(input_shape)
         in_features = math.prod(self.input_shape)
-        self.input_quant = qnn.QuantIdentity(act_quant=InputQuant, bit_width=input_bits, return_quant_tensor=True)
+        self.input_quant = input_quant(input_bits, return_quant_tensor=True)
         layers = linear_head(in_features, hidden, num_classes, weight_bits, act_bits, dropout)
         self.features = nn.Sequential(*layers)
 

@@ -8,7 +8,7 @@ import brevitas.nn as qnn
 import torch
 from torch import nn
 
-from bnnflow.models.quantizers import act_quant, weight_quant
+from bnnflow.models.quantizers import InputQuant, act_quant, weight_quant
 
 
 class LogitScale(nn.Module):
@@ -31,6 +31,47 @@ class LogitScale(nn.Module):
             # onnxruntime's exp, which differs from PyTorch's in the last bit for some values.
             scale = torch.tensor(scale.item(), dtype=x.dtype)
         return x * scale
+
+
+class _OnnxRuntimeInference:
+    """In eval mode, BatchNorm as onnxruntime computes it, in float32: ``x * c + d`` with
+    ``c = gamma * (1 / sqrt(var + eps))`` and ``d = beta - mean * c``.
+
+    PyTorch's own inference kernel rounds differently in the last bit, which is harmless before a sign but flips
+    a code now and then before an 8-bit quantizer on a fine-grained accumulator; with this, the exported graph (a
+    Mul and an Add) computes in onnxruntime exactly what PyTorch does, so export is checked bit for bit.
+    """
+
+    def forward(self, x):
+        if self.training or self.running_var is None:
+            return super().forward(x)
+        scale = self.weight * (1.0 / torch.sqrt(self.running_var + self.eps))
+        shift = self.bias - self.running_mean * scale
+        shape = (1, -1, *[1] * (x.dim() - 2))
+        return x * scale.reshape(shape) + shift.reshape(shape)
+
+
+class ExactBatchNorm1d(_OnnxRuntimeInference, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` whose inference onnxruntime reproduces bit for bit."""
+
+
+class ExactBatchNorm2d(_OnnxRuntimeInference, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose inference onnxruntime reproduces bit for bit."""
+
+
+def batch_norm(channels: int, hw: bool, dims: int = 2) -> nn.Module:
+    """BatchNorm for a ``dims``-d feature map; with ``hw`` (integer graphs with multi-bit streams), the form whose
+    inference onnxruntime computes exactly as PyTorch does."""
+    if hw:
+        return ExactBatchNorm2d(channels) if dims == 2 else ExactBatchNorm1d(channels)
+    return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
+
+
+def input_quant(input_bits: int, return_quant_tensor: bool = False) -> qnn.QuantReLU:
+    """The k-bit unsigned input quantizer (``InputQuant``) behind a ReLU, which exports as ``Relu -> Quant``."""
+    if not 1 <= input_bits <= 8:
+        raise ValueError(f"input_bits must be between 1 and 8, got {input_bits}")
+    return qnn.QuantReLU(act_quant=InputQuant, bit_width=input_bits, return_quant_tensor=return_quant_tensor)
 
 
 def quant_act(act_bits: int) -> nn.Module:

@@ -12,14 +12,19 @@ BinaryNet, arXiv:1602.02830)::
 Binary weights are also clipped in place to [-1, 1] after each step (BinaryConnect), so the latent weights
 stay where the estimator passes gradient.
 
-k-bit (bit width k > 1), signed narrow range for weights and signed for activations, with ``m`` the largest
-code (``2**(k-1) - 1``)::
+k-bit (bit width k > 1), signed narrow range for weights and signed for activations, every scale a power of
+two (``s = 2**-(k-1)`` on [-1, 1], or ``max_val / 2**(k-1)`` for activations)::
 
-    q(x) = round(clamp(x, -max_val, max_val) * m / max_val) * max_val / m
+    q(x) = clamp(round(x / s), lo, hi) * s          # round half to even; lo, hi the code range
     dq/dx = 1 inside the clamp range, 0 outside (straight-through through round)
 
-The unsigned input quantizer maps [0, 1] onto the codes 0 .. 2**k - 1, so an 8-bit image's raw pixel values
-divided by 255 become their own codes, and the accelerator can take the pixels as they are.
+The unsigned input quantizer maps [0, 1] onto the codes 0 .. 2**k - 1 with the step 2**-k (``round(x * 2**k)``,
+clamped): the digits set's 17 grey levels p / 16 become the exact codes 16 p, an 8-bit pixel p / 255 becomes p
+(p + 1 from p = 128 up, and 255 stays 255).
+
+Why powers of two: a product of two of them is exact in float32, so the float graph that model.qonnx describes
+(and that qonnx's executor runs) computes every layer's sum exactly, and the integer accelerator is equal to it
+by construction rather than up to float rounding.
 
 These are thin subclasses of Brevitas's own quantizers that only pin the scale; Brevitas exports them as
 qonnx ``BipolarQuant`` (bit width 1) or ``Quant`` nodes.
@@ -51,10 +56,10 @@ class BinaryActQuant(SignedBinaryActPerTensorConst):
 
 
 class IntWeightQuant(Int8WeightPerTensorFloat):
-    """k-bit signed narrow-range weights on the fixed grid ``max_val / (2**(k-1) - 1)``, max_val = 1."""
+    """k-bit signed narrow-range weights on the fixed power-of-two grid ``2**-(k-1)`` (codes +-(2**(k-1) - 1))."""
 
     scaling_impl_type = ScalingImplType.CONST
-    restrict_scaling_type = RestrictValueType.FP
+    restrict_scaling_type = RestrictValueType.POWER_OF_TWO
     scaling_const = 1.0
 
 
@@ -68,10 +73,14 @@ class IntActQuant(Int8ActPerTensorFloat):
 
 
 class InputQuant(Uint8ActPerTensorFloat):
-    """k-bit unsigned input codes on [0, 1]: ``q = round(x * (2**k - 1))``, scale ``1 / (2**k - 1)``."""
+    """k-bit unsigned input codes on [0, 1]: ``q = clamp(round(x * 2**k), 0, 2**k - 1)``, scale ``2**-k``.
+
+    Used through ``QuantReLU`` (``models.layers.input_quant``): the ReLU is a no-op on images, and it is the form
+    FINN's QONNX conversion takes an unsigned quantizer in (after a Relu, never on an identity).
+    """
 
     scaling_impl_type = ScalingImplType.CONST
-    restrict_scaling_type = RestrictValueType.FP
+    restrict_scaling_type = RestrictValueType.POWER_OF_TWO
     max_val = 1.0
 
 

@@ -43,10 +43,11 @@ from typing import Callable
 
 import brevitas.nn as qnn
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from bnnflow.models.layers import quant_act
-from bnnflow.models.quantizers import InputQuant, act_quant, weight_quant
+from bnnflow.models.layers import batch_norm, input_quant, quant_act
+from bnnflow.models.quantizers import act_quant, weight_quant
 from bnnflow.models.registry import register_model
 
 STAGE_CHANNELS = (64, 128, 256, 512)
@@ -54,6 +55,8 @@ RESNET18_UNITS = [4, 4, 4, 4]  # binary 3x3 convs per stage: ResNet-18's [2, 2, 
 RESNET34_UNITS = [6, 8, 12, 6]  # ResNet-34's [3, 4, 6, 3]
 IMAGENET_STEM_MIN_SIZE = 64  # smaller inputs get the CIFAR stem: a 7x7/2 conv and a pool would leave too little
 HW_BITS = 8  # weights of the multi-bit layers and the fixed-point stream with hw=True
+JOIN_BITS = HW_BITS + 2  # a residual branch before its add: the stream's step, four times its range
+PAD_VALUES = (0, 1, -1)  # how a binary conv pads its +-1 input: zeros, or +1 / -1 (Larq's pad_values)
 BOUNDED_RANGE = 1.0  # a stream that has just been through hardtanh
 UNBOUNDED_RANGE = 8.0  # a sum of k BatchNorm outputs spreads like sqrt(k): a range of 8 at a step of 1/16
 
@@ -62,11 +65,36 @@ UNBOUNDED_RANGE = 8.0  # a sum of k BatchNorm outputs spreads like sqrt(k): a ra
 # Layers shared by the binary families (cifar_resnet, vgg_small)
 
 
+class PaddedBinaryConv2d(qnn.QuantConv2d):
+    """A binary conv whose +-1 input is padded with a constant +-1 (Larq's ``pad_values``) instead of zeros.
+
+    A zero has no bipolar value, so hardware that pads with zeros needs a per-position correction; a +-1 border is
+    an ordinary input bit and costs nothing. Exports as ``Pad(value) -> Conv`` without padding.
+    """
+
+    def __init__(self, *args, padding: int, pad_value: float, **kwargs) -> None:
+        super().__init__(*args, padding=0, **kwargs)
+        self.pad_amount, self.pad_value = padding, float(pad_value)
+
+    def forward(self, x):
+        x = x.value if hasattr(x, "value") else x  # a QuantTensor's values: +-1 stays +-1 after the pad
+        return super().forward(F.pad(x, (self.pad_amount,) * 4, value=self.pad_value))
+
+
+def check_pad_value(name: str, pad_value: object) -> None:
+    if pad_value not in PAD_VALUES or isinstance(pad_value, bool):
+        raise ValueError(f"{name}: pad_value must be one of {PAD_VALUES} (0 pads with zeros, +-1 with that bipolar "
+                         f"value), got {pad_value!r}")
+
+
 def binary_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                padding: int = 0) -> qnn.QuantConv2d:
-    """A conv with weights in {-1, +1} and no bias; put ``quant_act(1)`` before it and its BatchNorm right after."""
-    return qnn.QuantConv2d(in_channels, out_channels, kernel_size=kernel_size, stride=stride, padding=padding,
-                           bias=False, weight_quant=weight_quant(1), weight_bit_width=1)
+                padding: int = 0, pad_value: int = 0) -> qnn.QuantConv2d:
+    """A conv with weights in {-1, +1} and no bias; put ``quant_act(1)`` before it and its BatchNorm right after.
+    ``pad_value`` +-1 pads with that bipolar value instead of zeros (``PaddedBinaryConv2d``)."""
+    kwargs = dict(kernel_size=kernel_size, stride=stride, bias=False, weight_quant=weight_quant(1), weight_bit_width=1)
+    if pad_value and padding:
+        return PaddedBinaryConv2d(in_channels, out_channels, padding=padding, pad_value=pad_value, **kwargs)
+    return qnn.QuantConv2d(in_channels, out_channels, padding=padding, **kwargs)
 
 
 def real_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -86,21 +114,27 @@ def real_linear(in_features: int, out_features: int, hw: bool = False) -> nn.Lin
                            weight_bit_width=HW_BITS)
 
 
-def stream_quant(hw: bool, max_val: float) -> nn.Module:
-    """With ``hw``, 8-bit signed fixed point on [-max_val, max_val) (step max_val / 128, a power of two for the
-    ranges above) for a real-valued tensor read by a multi-bit layer or a shortcut; otherwise nothing."""
+def stream_quant(hw: bool, max_val: float, bits: int = HW_BITS) -> nn.Module:
+    """With ``hw``, signed fixed point on [-max_val, max_val) (step max_val / 2**(bits-1), a power of two for the
+    ranges here) for a real-valued tensor read by a multi-bit layer or a shortcut; otherwise nothing."""
     if not hw:
         return nn.Identity()
-    return qnn.QuantIdentity(act_quant=act_quant(HW_BITS), bit_width=HW_BITS, min_val=-max_val, max_val=max_val,
+    return qnn.QuantIdentity(act_quant=act_quant(bits), bit_width=bits, min_val=-max_val, max_val=max_val,
                              return_quant_tensor=False)
 
 
-def input_quant(input_bits: int) -> qnn.QuantIdentity:
-    """The k-bit unsigned input: 8 bits turn the loader's p / 255 back into the pixel p, so the deployed graph can
-    take raw pixels (and is lossless on 8-bit images)."""
-    if not 1 <= input_bits <= 8:
-        raise ValueError(f"input_bits must be between 1 and 8, got {input_bits}")
-    return qnn.QuantIdentity(act_quant=InputQuant, bit_width=input_bits, return_quant_tensor=False)
+def hardtanh(hw: bool) -> nn.Module:
+    """The blocks' hardtanh. With ``hw`` a quantizer always reads its output (a sign, or a stream quantizer on
+    [-1, 1)) whose clamp is the same function with the same gradient, so the module is left out: the exported
+    graph then has no ``Clip``, which FINN's QONNX conversion has no layer for."""
+    return nn.Identity() if hw else nn.Hardtanh()
+
+
+def join_quant(hw: bool, max_val: float) -> nn.Module:
+    """With ``hw``, the quantizer of a residual branch before its add: the step of the stream it joins (whose range
+    is ``max_val``) over four times the range, so both inputs of the add are codes of one scale and their sum is an
+    integer add in hardware, while the branch is not clipped before the sum is; otherwise nothing."""
+    return stream_quant(hw, 4 * max_val, JOIN_BITS)
 
 
 def check_image_shape(name: str, input_shape: tuple[int, ...]) -> None:
@@ -156,7 +190,7 @@ def _downsample(in_channels: int, out_channels: int, stride: int, hw: bool) -> n
     # maps it is the official AvgPool2d(2).
     pool = [nn.AvgPool2d(kernel_size=stride, ceil_mode=True)] if stride > 1 else []
     return nn.Sequential(*pool, real_conv(in_channels, out_channels, kernel_size=1, hw=hw),
-                         nn.BatchNorm2d(out_channels))
+                         batch_norm(out_channels, hw), join_quant(hw, UNBOUNDED_RANGE))
 
 
 class LearnableBias(nn.Module):
@@ -173,27 +207,29 @@ class LearnableBias(nn.Module):
 class BiRealUnit(nn.Module):
     """sign -> binary conv3x3 -> BatchNorm, plus the real-valued input: Bi-Real's shortcut around each conv."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, hw: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, hw: bool = False, pad_value: int = 0) -> None:
         super().__init__()
         self.act = quant_act(1)
-        self.conv = binary_conv(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
-        self.bn = nn.BatchNorm2d(out_channels)
+        self.conv = binary_conv(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, pad_value=pad_value)
+        self.bn = batch_norm(out_channels, hw)
+        self.join = join_quant(hw, UNBOUNDED_RANGE)
         self.downsample = _downsample(in_channels, out_channels, stride, hw)
         self.quant = stream_quant(hw, UNBOUNDED_RANGE)
 
     def forward(self, x):
-        return self.quant(self.bn(self.conv(self.act(x))) + self.downsample(x))
+        return self.quant(self.join(self.bn(self.conv(self.act(x)))) + self.downsample(x))
 
 
 class ReActUnit(nn.Module):
     """RSign -> binary conv3x3 -> BatchNorm, plus the shortcut, then RPReLU: ReActNet's ResNet block."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, hw: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, hw: bool = False, pad_value: int = 0) -> None:
         super().__init__()
         self.move0 = LearnableBias(in_channels)
         self.act = quant_act(1)
-        self.conv = binary_conv(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
-        self.bn = nn.BatchNorm2d(out_channels)
+        self.conv = binary_conv(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, pad_value=pad_value)
+        self.bn = batch_norm(out_channels, hw)
+        self.join = join_quant(hw, UNBOUNDED_RANGE)
         self.move1 = LearnableBias(out_channels)
         self.prelu = nn.PReLU(out_channels)
         self.move2 = LearnableBias(out_channels)
@@ -201,7 +237,7 @@ class ReActUnit(nn.Module):
         self.quant = stream_quant(hw, UNBOUNDED_RANGE)
 
     def forward(self, x):
-        out = self.bn(self.conv(self.act(self.move0(x)))) + self.downsample(x)
+        out = self.join(self.bn(self.conv(self.act(self.move0(x))))) + self.downsample(x)
         return self.quant(self.move2(self.prelu(self.move1(out))))
 
 
@@ -212,17 +248,19 @@ class BinaryResNet(nn.Module):
     """
 
     def __init__(self, unit: type[nn.Module], name: str, input_shape: tuple[int, ...], num_classes: int,
-                 widths: list[int], blocks: list[int], stem_width: int, input_bits: int, hw: bool) -> None:
+                 widths: list[int], blocks: list[int], stem_width: int, input_bits: int, hw: bool,
+                 pad_value: int = 0) -> None:
         super().__init__()
         check_image_shape(name, input_shape)
         check_stages(name, widths, blocks, 4)
+        check_pad_value(name, pad_value)
         self.input_shape = tuple(input_shape)
         self.input_quant = input_quant(input_bits)
         self.conv1, self.maxpool = _stem(input_shape[0], stem_width, input_shape, hw)
-        self.bn1 = nn.BatchNorm2d(stem_width)  # no nonlinearity: the official stem is conv, BN, max-pool
+        self.bn1 = batch_norm(stem_width, hw)  # no nonlinearity: the official stem is conv, BN, max-pool
         self.stem_quant = stream_quant(hw, UNBOUNDED_RANGE)
-        self.layer1, self.layer2, self.layer3, self.layer4 = make_stages(partial(unit, hw=hw), stem_width, widths,
-                                                                         blocks)
+        self.layer1, self.layer2, self.layer3, self.layer4 = make_stages(
+            partial(unit, hw=hw, pad_value=pad_value), stem_width, widths, blocks)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.head_quant = stream_quant(hw, UNBOUNDED_RANGE)
         self.fc = real_linear(widths[-1], num_classes, hw)
@@ -284,37 +322,37 @@ class ResNet18(nn.Module):
 @register_model
 def birealnet18(*, input_shape: tuple[int, ...], num_classes: int, input_bits: int = 8,
                 widths: list[int] = [64, 128, 256, 512], blocks: list[int] = RESNET18_UNITS, stem_width: int = 64,
-                hw: bool = False) -> BinaryResNet:
+                hw: bool = False, pad_value: int = 0) -> BinaryResNet:
     """Bi-Real Net 18: binary 3x3 convs with a real-valued shortcut around each (``blocks`` counts convs)."""
     return BinaryResNet(BiRealUnit, "birealnet18", input_shape, num_classes, list(widths), list(blocks), stem_width,
-                        input_bits, hw)
+                        input_bits, hw, pad_value)
 
 
 @register_model
 def birealnet34(*, input_shape: tuple[int, ...], num_classes: int, input_bits: int = 8,
                 widths: list[int] = [64, 128, 256, 512], blocks: list[int] = RESNET34_UNITS, stem_width: int = 64,
-                hw: bool = False) -> BinaryResNet:
+                hw: bool = False, pad_value: int = 0) -> BinaryResNet:
     """Bi-Real Net 34: ResNet-34's 32 binary 3x3 convs, each with its own real-valued shortcut."""
     return BinaryResNet(BiRealUnit, "birealnet34", input_shape, num_classes, list(widths), list(blocks), stem_width,
-                        input_bits, hw)
+                        input_bits, hw, pad_value)
 
 
 @register_model
 def reactnet18(*, input_shape: tuple[int, ...], num_classes: int, input_bits: int = 8,
                widths: list[int] = [64, 128, 256, 512], blocks: list[int] = RESNET18_UNITS, stem_width: int = 64,
-               hw: bool = False) -> BinaryResNet:
+               hw: bool = False, pad_value: int = 0) -> BinaryResNet:
     """ReActNet's ResNet-18 form (ReBNN, RBONN): Bi-Real units with RSign and RPReLU."""
     return BinaryResNet(ReActUnit, "reactnet18", input_shape, num_classes, list(widths), list(blocks), stem_width,
-                        input_bits, hw)
+                        input_bits, hw, pad_value)
 
 
 @register_model
 def reactnet34(*, input_shape: tuple[int, ...], num_classes: int, input_bits: int = 8,
                widths: list[int] = [64, 128, 256, 512], blocks: list[int] = RESNET34_UNITS, stem_width: int = 64,
-               hw: bool = False) -> BinaryResNet:
+               hw: bool = False, pad_value: int = 0) -> BinaryResNet:
     """ReActNet's ResNet-34 form: 32 units with RSign and RPReLU."""
     return BinaryResNet(ReActUnit, "reactnet34", input_shape, num_classes, list(widths), list(blocks), stem_width,
-                        input_bits, hw)
+                        input_bits, hw, pad_value)
 
 
 @register_model

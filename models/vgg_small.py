@@ -22,16 +22,16 @@ VGG-Small runs on the edge path.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
-from bnnflow.models.layers import quant_act
+from bnnflow.models.layers import batch_norm, input_quant, quant_act
 from bnnflow.models.registry import register_model
 from bnnflow.models.resnet import (
     BOUNDED_RANGE,
     binary_conv,
     check_image_shape,
-    input_quant,
+    check_pad_value,
+    hardtanh,
     real_conv,
     real_linear,
     stream_quant,
@@ -43,24 +43,26 @@ POOL_AFTER = (0, 2, 4)  # the binary convs (0-based) followed by a 2x2 max-pool
 class PooledBinaryConv(nn.Module):
     """sign -> binary conv3x3 -> [max-pool] -> BatchNorm -> hardtanh, the BatchNorm registered after the conv."""
 
-    def __init__(self, in_channels: int, out_channels: int, pool: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, pool: bool, pad_value: int = 0, hw: bool = False) -> None:
         super().__init__()
         self.act = quant_act(1)
-        self.conv = binary_conv(in_channels, out_channels, kernel_size=3, padding=1)
-        self.bn = nn.BatchNorm2d(out_channels)
+        self.conv = binary_conv(in_channels, out_channels, kernel_size=3, padding=1, pad_value=pad_value)
+        self.bn = batch_norm(out_channels, hw)
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.htanh = hardtanh(hw)
 
     def forward(self, x):
-        return F.hardtanh(self.bn(self.pool(self.conv(self.act(x)))))
+        return self.htanh(self.bn(self.pool(self.conv(self.act(x)))))
 
 
 class VGGSmall(nn.Module):
     """k-bit image input, float (8-bit with ``hw``) first conv, five binary convs, float (8-bit) classifier."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, widths: list[int], input_bits: int,
-                 hw: bool) -> None:
+                 hw: bool, pad_value: int = 0) -> None:
         super().__init__()
         check_image_shape("vgg_small", input_shape)
+        check_pad_value("vgg_small", pad_value)
         if len(widths) != 6 or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
             raise ValueError(f"vgg_small: widths needs 6 positive integers (first conv, five binary), got {widths}")
         channels, height, width = input_shape
@@ -69,23 +71,24 @@ class VGGSmall(nn.Module):
         self.input_shape = tuple(input_shape)
         self.input_quant = input_quant(input_bits)
         self.conv0 = real_conv(channels, widths[0], kernel_size=3, padding=1, hw=hw)
-        self.bn0 = nn.BatchNorm2d(widths[0])
+        self.bn0 = batch_norm(widths[0], hw)
         convs = []
         for i, (in_channels, out_channels) in enumerate(zip(widths[:-1], widths[1:])):
-            convs.append(PooledBinaryConv(in_channels, out_channels, pool=i in POOL_AFTER))
+            convs.append(PooledBinaryConv(in_channels, out_channels, pool=i in POOL_AFTER, pad_value=pad_value, hw=hw))
             if i in POOL_AFTER:
                 height, width = height // 2, width // 2
         self.features = nn.Sequential(*convs)
         self.head_quant = stream_quant(hw, BOUNDED_RANGE)
+        self.htanh = hardtanh(hw)
         self.fc = real_linear(widths[-1] * height * width, num_classes, hw)
 
     def forward(self, x):
-        x = self.features(F.hardtanh(self.bn0(self.conv0(self.input_quant(x)))))
+        x = self.features(self.htanh(self.bn0(self.conv0(self.input_quant(x)))))
         return self.fc(self.head_quant(x.flatten(1)))
 
 
 @register_model
 def vgg_small(*, input_shape: tuple[int, ...], num_classes: int, widths: list[int] = [128, 128, 256, 256, 512, 512],
-              input_bits: int = 8, hw: bool = False) -> VGGSmall:
+              input_bits: int = 8, hw: bool = False, pad_value: int = 0) -> VGGSmall:
     """VGG-Small (RBNN, IR-Net, DWR): float conv, five binary 3x3 convs with pre-BatchNorm max-pools, float FC."""
-    return VGGSmall(input_shape, num_classes, list(widths), input_bits, hw)
+    return VGGSmall(input_shape, num_classes, list(widths), input_bits, hw, pad_value)
