@@ -5,8 +5,9 @@ Pure analysis functions of ``dataflow.onnx`` (they never change the graph), call
 
 - each op's cycles per frame come from its folding (``HWOp.get_exp_cycles``); the pipeline's initiation
   interval is the slowest op's, so frames/s = clock / max(cycles), and that op is the bottleneck;
-- latency of one frame through the empty pipeline is bounded by the sum of the ops' cycles (each op is
-  assumed to need its whole frame before the next finishes; FIFOs between ops are not counted);
+- latency of one frame through the empty pipeline is bounded by the longest path's sum of cycles (each op is
+  assumed to need its whole frame before the next finishes; FIFOs between ops are not counted; the branches of
+  a residual block run side by side);
 - LUTs: the ops' logic models, plus memories small enough to sit in LUTs as ROMs;
 - block RAM: each memory goes to the fewest blocks over the fabric's port shapes (``width x depth``); memories
   below ``LUTROM_MAX_BITS`` go to LUT ROM instead, as synthesis tools do.
@@ -69,10 +70,20 @@ def layer_estimate(node, op: HWOp, fabric: Fabric) -> dict[str, Any]:
     }
 
 
-def _pipeline(layers: list[dict[str, Any]], clock_mhz: float) -> dict[str, Any]:
+def _longest_path(model: ModelWrapper, cycles: dict[str, int]) -> int:
+    """The most cycles along any path from the input to the output (nodes come in topological order)."""
+    done: dict[str, int] = {model.graph.input[0].name: 0}
+    for node in model.graph.node:
+        start = max((done.get(name, 0) for name in node.input), default=0)
+        for name in node.output:
+            done[name] = start + cycles.get(node.name, 0)
+    return done.get(model.graph.output[0].name, max(done.values()))
+
+
+def _pipeline(model: ModelWrapper, layers: list[dict[str, Any]], clock_mhz: float) -> dict[str, Any]:
     bottleneck = max(layers, key=lambda layer: layer["cycles"])
     ii = bottleneck["cycles"]
-    latency = sum(layer["cycles"] for layer in layers)
+    latency = _longest_path(model, {layer["name"]: layer["cycles"] for layer in layers})
     return {
         "clock_mhz": clock_mhz,
         "layers": layers,
@@ -88,14 +99,14 @@ def timing(model: ModelWrapper, clock_mhz: float) -> dict[str, Any]:
     """The timing model alone: cycles per frame per op, initiation interval, fill latency, frames/s, bottleneck."""
     layers = [{"name": node.name, "op": node.op_type, **op.folding(), "cycles": op.get_exp_cycles()}
               for node, op in hw_ops(model)]
-    return _pipeline(layers, clock_mhz)
+    return _pipeline(model, layers, clock_mhz)
 
 
 def estimate(model: ModelWrapper, clock_mhz: float, fabric: Fabric) -> dict[str, Any]:
     """Per-layer and whole-pipeline estimates at a clock, on a fabric."""
     layers = [layer_estimate(node, op, fabric) for node, op in hw_ops(model)]
     return {
-        **_pipeline(layers, clock_mhz),
+        **_pipeline(model, layers, clock_mhz),
         "fabric": fabric.name,
         "luts": sum(layer["luts"] for layer in layers),
         "ram_blocks": sum(layer["ram_blocks"] for layer in layers),

@@ -4,15 +4,16 @@ These are the reference: the hardware ops' ``execute_node`` calls them, the test
 simulator must agree with them bit for bit. Conventions (docs/architecture.md, the bit-exact contract):
 
 - a binary tensor holds bits, 1 for +1 and 0 for -1;
-- ``xnor_popcount_matmul`` returns ``acc = popcount(xnor(x, w))`` in [0, K]; the bipolar dot product is
-  ``2 * acc - K``;
+- ``xnor_popcount_matmul`` returns ``popcount(xnor(x, w))`` in [0, K]; an XNOR unit's accumulator is the
+  bipolar dot product ``2 * popcount - K``, plus the zero-padding correction of its output position;
 - ``multithreshold`` returns, per channel, how many thresholds ``T_i <= acc`` (an accumulator exactly on a
   threshold counts);
 - feature maps are channels-last (N, H, W, C), and a sliding window emits each patch as (kh, kw, C), channels
   fastest, the order qonnx's ``Im2Col`` uses.
 
-All arithmetic is in int64 (windows and pools keep their input's dtype): no floating point on the hardware path,
-and nothing clever, since this is the reference the fast simulator is checked against.
+All arithmetic is integer (windows and pools keep their input's dtype; matrix products go through float64 BLAS,
+exact for sums below 2**53, far beyond any layer here): nothing clever, since this is the reference the fast
+simulator is checked against.
 """
 
 from __future__ import annotations
@@ -25,37 +26,66 @@ def _int(x: np.ndarray) -> np.ndarray:
 
 
 
+def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """An integer matrix product through float64 BLAS: exact, since every sum here stays far below 2**53."""
+    return np.rint(np.asarray(a, dtype=np.float64) @ np.asarray(b, dtype=np.float64)).astype(np.int64)
+
+
 def xnor_popcount_matmul(bits: np.ndarray, weight_bits: np.ndarray) -> np.ndarray:
     """``popcount(xnor(x, w))`` over the last axis of ``bits`` (..., K) against ``weight_bits`` (K, N)."""
     x, w = _int(bits), _int(weight_bits)
-    ones = x @ w  # positions where both are 1
-    zeros = (1 - x) @ (1 - w)  # positions where both are 0
-    return ones + zeros
+    return _exact_matmul(x, w) + _exact_matmul(1 - x, 1 - w)  # positions where both are 1, plus both 0
 
 
 def int_matmul(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Integer matrix product over the last axis: (..., K) x (K, N) -> (..., N)."""
-    return _int(values) @ _int(weights)
+    return _exact_matmul(values, weights)
 
 
-def multithreshold(acc: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Per channel (last axis), the number of thresholds at or below the accumulator.
+def multithreshold(acc: np.ndarray, thresholds: np.ndarray, bias: int = 0, signs: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """Per channel (last axis), the number of thresholds at or below the accumulator, plus ``bias``.
 
     Args:
         acc: integer accumulators (..., C).
         thresholds: (C, T) or (1, T) integer thresholds, each row ascending.
+        bias: added to every count (a signed code's lowest value).
+        signs: per channel +1 or -1: the accumulator's sign in the comparison (-1 for a channel whose activation
+            decreases as its accumulator grows).
     """
     acc, t = _int(acc), _int(thresholds)
+    if signs is not None:
+        acc = acc * _int(signs)
     if t.shape[0] == 1:
         t = np.broadcast_to(t, (acc.shape[-1], t.shape[1]))
-    return (acc[..., None] >= t).sum(axis=-1)
+    return (acc[..., None] >= t).sum(axis=-1) + int(bias)
 
 
-def sliding_window(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
-    """(N, H, W, C) -> (N, OH, OW, kh * kw * C): each output pixel's patch, channels fastest."""
+def bipolar_dot(bits: np.ndarray, weight_bits: np.ndarray) -> np.ndarray:
+    """The bipolar dot product ``sum (2x - 1)(2w - 1) = 2 * popcount(xnor(x, w)) - K`` of bit vectors."""
+    return _exact_matmul(2.0 * np.asarray(bits, dtype=np.float64) - 1, 2.0 * np.asarray(weight_bits, np.float64) - 1)
+
+
+def padding_correction(acc: np.ndarray, table: np.ndarray, rows: list[int], cols: list[int]) -> np.ndarray:
+    """``acc`` (N, OH, OW, C) plus, at each output position (r, c), the row ``rows[r] * len(set(cols)) +
+    cols[c]`` of ``table`` (classes, C): the correction of a window that padded with bit 0 where the model padded
+    with zeros."""
+    n_cols = max(cols) + 1
+    index = np.asarray(rows)[:, None] * n_cols + np.asarray(cols)[None, :]  # (OH, OW) class of each position
+    return _int(acc) + _int(table)[index]
+
+
+def sliding_window(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+                   padding: tuple[int, int, int, int] = (0, 0, 0, 0), pad_value: int = 0) -> np.ndarray:
+    """(N, H, W, C) -> (N, OH, OW, kh * kw * C): each output pixel's patch, channels fastest, the map first padded
+    by ``padding`` (top, left, bottom, right) with ``pad_value``."""
     kh, kw = kernel
     sh, sw = stride
-    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(x), (kh, kw), axis=(1, 2))  # N, OH', OW', C, kh, kw
+    top, left, bottom, right = padding
+    x = np.asarray(x)
+    if any(padding):
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=pad_value)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))  # N, OH', OW', C, kh, kw
     windows = windows[:, ::sh, ::sw]
     n, oh, ow, c = windows.shape[:4]
     return np.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3)).reshape(n, oh, ow, kh * kw * c)
@@ -67,6 +97,33 @@ def maxpool(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> 
     sh, sw = stride
     windows = np.lib.stride_tricks.sliding_window_view(np.asarray(x), (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
     return windows.max(axis=(-2, -1))
+
+
+def sum_pool(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+    """Sum over (kh, kw) windows of an (N, H, W, C) map: an average pool whose 1 / (kh kw) is left to the layer
+    that reads it."""
+    kh, kw = kernel
+    sh, sw = stride
+    windows = np.lib.stride_tricks.sliding_window_view(_int(x), (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+    return windows.sum(axis=(-2, -1))
+
+
+def downsample(x: np.ndarray, offset: tuple[int, int], stride: tuple[int, int], out: tuple[int, int]) -> np.ndarray:
+    """Every ``stride``-th pixel from ``offset`` of an (N, H, W, C) map, ``out`` of them per axis."""
+    (oy, ox), (sy, sx), (h, w) = offset, stride, out
+    return np.asarray(x)[:, oy: oy + sy * (h - 1) + 1: sy, ox: ox + sx * (w - 1) + 1: sx]
+
+
+def channel_pad(x: np.ndarray, before: int, after: int, value: int) -> np.ndarray:
+    """The channels (last axis) extended by ``before`` and ``after`` channels holding ``value``."""
+    x = np.asarray(x)
+    widths = [(0, 0)] * (x.ndim - 1) + [(before, after)]
+    return np.pad(x, widths, constant_values=value)
+
+
+def add_streams(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two integer streams added element by element (a residual join of codes of one scale)."""
+    return _int(a) + _int(b)
 
 
 def label_select(scores: np.ndarray, k: int) -> np.ndarray:

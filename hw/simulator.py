@@ -33,56 +33,92 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed).view(np.uint64)
 
 
-def _thresholds(acc: np.ndarray, thresholds: np.ndarray | None) -> np.ndarray:
+def _thresholds(acc: np.ndarray, thresholds: np.ndarray | None, bias: int = 0) -> np.ndarray:
     if thresholds is None:
         return acc
     if thresholds.shape[1] == 1:
-        return (acc >= thresholds[:, 0]).astype(np.uint8)
-    return (acc[..., None] >= thresholds).sum(axis=-1, dtype=np.int32)
+        return (acc >= thresholds[:, 0]).astype(np.int32) + bias
+    return (acc[..., None] >= thresholds).sum(axis=-1, dtype=np.int32) + bias
+
+
+Run = Callable[..., np.ndarray]
 
 
 @dataclass
 class _Stage:
-    name: str
-    run: Callable[[np.ndarray], np.ndarray]
+    """One hardware op: the tensors it reads and writes, and its exact integer function of the inputs."""
+
+    inputs: list[str]
+    outputs: list[str]
+    run: Run
 
 
-def _mvtu_stage(model: ModelWrapper, node, op) -> _Stage:
+def _mvtu_run(model: ModelWrapper, node, op) -> Run:
     weights = model.get_initializer(node.input[1])
     thresholds = model.get_initializer(node.input[2]).astype(np.int64) if not op.get_nodeattr("noActivation") else None
+    bias = op.get_nodeattr("outputBias")
     mw = op.get_nodeattr("MW")
     vectors = list(op.get_nodeattr("numInputVectors"))
+    correct = None
+    if op.get_nodeattr("padCorrection"):
+        table = model.get_initializer(node.input[-1]).astype(np.int64)
+        rows, cols = op.get_nodeattr("correctionRows"), op.get_nodeattr("correctionCols")
+        index = np.asarray(rows)[:, None] * (max(cols) + 1) + np.asarray(cols)[None, :]
+        per_position = table[index]  # (OH, OW, MH)
+
+        def correct(acc: np.ndarray) -> np.ndarray:
+            return acc + per_position
     if op.get_nodeattr("binaryXnorMode"):
         packed = pack_bits(weights.T.astype(np.uint8))
 
-        def run(x: np.ndarray) -> np.ndarray:
-            rows = x.reshape(-1, mw)
-            acc = xnor_popcount_gemm(pack_bits(rows), packed, mw)
-            return _thresholds(acc, thresholds).reshape(len(x), *vectors, -1)
+        def accumulate(x: np.ndarray) -> np.ndarray:  # the bipolar dot product 2 popcount - MW
+            return 2 * xnor_popcount_gemm(pack_bits(x.reshape(-1, mw)), packed, mw).astype(np.int64) - mw
     else:
         w = weights.astype(np.int32)
 
-        def run(x: np.ndarray) -> np.ndarray:
-            acc = int_gemm(x.reshape(-1, mw), w)
-            return _thresholds(acc, thresholds).reshape(len(x), *vectors, -1)
-    return _Stage(node.name, run)
+        def accumulate(x: np.ndarray) -> np.ndarray:
+            return int_gemm(x.reshape(-1, mw), w)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        acc = accumulate(x).reshape(len(x), *vectors, -1)
+        if correct is not None:
+            acc = correct(acc)
+        return _thresholds(acc, thresholds, bias)
+    return run
 
 
-def _stage(model: ModelWrapper, node, op) -> _Stage:
+def _thresholding_run(model: ModelWrapper, node, op) -> Run:
+    thresholds = model.get_initializer(node.input[1]).astype(np.int64)
+    bias = op.get_nodeattr("outputBias")
+    signs = model.get_initializer(node.input[2]).astype(np.int64) if op.get_nodeattr("inputSigns") else None
+    return lambda x: _thresholds(x.astype(np.int64) * signs if signs is not None else x, thresholds, bias)
+
+
+def _run(model: ModelWrapper, node, op) -> Run:
+    """The fast exact function of one op: packed bits and the C kernel for XNOR units, ``kernels`` for the rest."""
+    attr = op.get_nodeattr
     if node.op_type == "MVTU":
-        return _mvtu_stage(model, node, op)
-    if node.op_type == "SlidingWindow":
-        kernel, stride = tuple(op.get_nodeattr("ConvKernelDim")), tuple(op.get_nodeattr("Stride"))
-        return _Stage(node.name, lambda x: kernels.sliding_window(x, kernel, stride))
-    if node.op_type == "StreamingMaxPool":
-        pool, stride = tuple(op.get_nodeattr("PoolDim")), tuple(op.get_nodeattr("Stride"))
-        return _Stage(node.name, lambda x: kernels.maxpool(x, pool, stride))
+        return _mvtu_run(model, node, op)
     if node.op_type == "Thresholding":
-        thresholds = model.get_initializer(node.input[1]).astype(np.int64)
-        return _Stage(node.name, lambda x: _thresholds(x, thresholds))
+        return _thresholding_run(model, node, op)
+    if node.op_type == "SlidingWindow":
+        return lambda x: kernels.sliding_window(x, tuple(attr("ConvKernelDim")), tuple(attr("Stride")),
+                                                tuple(attr("Padding")), attr("PadValue"))
+    if node.op_type == "StreamingMaxPool":
+        return lambda x: kernels.maxpool(x, tuple(attr("PoolDim")), tuple(attr("Stride")))
+    if node.op_type == "SumPool":
+        return lambda x: kernels.sum_pool(x, tuple(attr("PoolDim")), tuple(attr("Stride")))
+    if node.op_type == "Downsample":
+        return lambda x: kernels.downsample(x, tuple(attr("Offset")), tuple(attr("Stride")), tuple(attr("OutDim")))
+    if node.op_type == "ChannelPad":
+        return lambda x: kernels.channel_pad(x, attr("PadBefore"), attr("PadAfter"), attr("PadValue"))
+    if node.op_type == "AddStreams":
+        return kernels.add_streams
+    if node.op_type == "DuplicateStreams":
+        return lambda x: x
     if node.op_type == "LabelSelect":
-        return _Stage(node.name, lambda x: kernels.label_select(x, 1))
-    raise AssertionError(f"unhandled hardware op {node.op_type}")  # hw_ops admits only the ops above
+        return lambda x: kernels.label_select(x, 1)
+    raise AssertionError(f"unhandled hardware op {node.op_type}")  # check_dataflow admits only the ops above
 
 
 class Simulator:
@@ -98,15 +134,18 @@ class Simulator:
         self.model = model
         ops = {node.name: op for node, op in hw_ops(model)}
         self.stages = []
-        for node in model.graph.node:
+        for node in model.graph.node:  # a topological order: check_dataflow made sure
             if node.op_type == "Reshape":
-                self.stages.append(_Stage(node.name, lambda x: x.reshape(len(x), -1)))
+                run = lambda x: x.reshape(len(x), -1)  # noqa: E731
             else:
-                self.stages.append(_stage(model, node, ops[node.name]))
+                run = _run(model, node, ops[node.name])
+            inputs = [name for name in node.input if model.get_initializer(name) is None]
+            self.stages.append(_Stage(inputs, list(node.output), run))
         self.input_name = model.graph.input[0].name
+        self.output_name = model.graph.output[0].name
         self.input_shape = tuple(model.get_tensor_shape(self.input_name)[1:])
         self.input_type: DataType = model.get_tensor_datatype(self.input_name)
-        self.output_shape = tuple(model.get_tensor_shape(model.graph.output[0].name)[1:])
+        self.output_shape = tuple(model.get_tensor_shape(self.output_name)[1:])
 
     def check_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Validate a batch against the accelerator's input: shape, integer values, the input datatype's range."""
@@ -131,10 +170,15 @@ class Simulator:
         inputs = self.check_inputs(inputs)
         results = []
         for start in range(0, len(inputs), batch):
-            x = inputs[start: start + batch]
+            tensors = {self.input_name: inputs[start: start + batch]}
             for stage in self.stages:
-                x = stage.run(x)
-            results.append(np.asarray(x, dtype=np.int64))
+                outputs = stage.run(*(tensors[name] for name in stage.inputs))
+                for name in stage.outputs:
+                    tensors[name] = outputs
+                for name in stage.inputs:  # a stream is read once (forks have one copy per reader)
+                    if name != self.output_name:
+                        tensors.pop(name, None)
+            results.append(np.asarray(tensors[self.output_name], dtype=np.int64))
         if not results:
             return np.zeros((0, *self.output_shape), dtype=np.int64)
         return np.concatenate(results)

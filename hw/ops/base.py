@@ -79,19 +79,30 @@ class HWOp(CustomOp):
         """The shapes of one frame (without the batch axis) of the input and output streams."""
         raise NotImplementedError(f"{type(self).__name__} does not state its stream shapes")
 
-    def verify_in_graph(self, model) -> list[str]:
-        """What is wrong with the tensors the node reads and writes in ``model``: input count, the streams'
-        shapes and datatype annotations against the attributes, then the initializers (``parameter_problems``).
-        Call after ``verify_node`` found nothing."""
+    def num_outputs(self) -> int:
+        """How many streams the node writes."""
+        return 1
+
+    def streams(self) -> list[tuple[str, list[int], str, str]]:
+        """(tensor, frame shape, datatype attribute, "reads" / "writes") of every stream the node reads and
+        writes; one in, one out unless an op says otherwise."""
+        in_shape, out_shape = self.stream_shapes()
         node = self.onnx_node
-        if len(node.input) != self.num_inputs() or len(node.output) != 1:
-            return [f"has {len(node.input)} inputs and {len(node.output)} outputs, not {self.num_inputs()} and 1"]
-        for tensor, shape, attr in zip((node.input[0], node.output[0]), self.stream_shapes(),
-                                       ("inputDataType", "outputDataType")):
+        return [(node.input[0], in_shape, "inputDataType", "reads"), (node.output[0], out_shape, "outputDataType",
+                                                                     "writes")]
+
+    def verify_in_graph(self, model) -> list[str]:
+        """What is wrong with the tensors the node reads and writes in ``model``: input and output counts, the
+        streams' shapes and datatype annotations against the attributes, then the initializers
+        (``parameter_problems``). Call after ``verify_node`` found nothing."""
+        node = self.onnx_node
+        if len(node.input) != self.num_inputs() or len(node.output) != self.num_outputs():
+            return [f"has {len(node.input)} inputs and {len(node.output)} outputs, not {self.num_inputs()} and "
+                    f"{self.num_outputs()}"]
+        for tensor, shape, attr, verb in self.streams():
             recorded = model.get_tensor_shape(tensor)
             if recorded is None or list(recorded[1:]) != shape:
-                return [f"{'reads' if attr == 'inputDataType' else 'writes'} {tensor} of shape {recorded}, but its "
-                        f"attributes make frames of shape {shape}"]
+                return [f"{verb} {tensor} of shape {recorded}, but its attributes make frames of shape {shape}"]
             annotated = annotation(model, tensor)
             if annotated != self.get_nodeattr(attr):
                 return [f"has {attr} = {self.get_nodeattr(attr)} but its tensor {tensor} is annotated {annotated}"]
@@ -193,18 +204,19 @@ def first_bad(ok: np.ndarray, values: np.ndarray) -> str:
     return f"{values[index]:g} at {list(index)}"
 
 
-def threshold_problems(model, name: str, channels: int, out_type: DataType) -> list[str]:
+def threshold_problems(model, name: str, channels: int, out_type: DataType, bias: int = 0) -> list[str]:
     """Thresholds as every consumer reads them: (channels, T) or one shared row (1, T), integers that the kernels
-    and the simulator compare in int64 (the RTL clips them to the reachable range, which changes no count), and a
-    count 0 .. T that ``out_type`` holds. Their order is free: each output counts the thresholds at or below its
-    input, whatever their order."""
+    and the simulator compare in int64 (the RTL clips them to the reachable range, which changes no count), and
+    outputs ``bias`` .. ``bias + T`` that ``out_type`` holds. Their order is free: each output counts the
+    thresholds at or below its input, whatever their order."""
     t = model.get_initializer(name)
     if t is None:
         return [f"reads thresholds {name}, which is not an initializer"]
     if t.ndim != 2 or t.shape[0] not in (1, channels) or t.shape[1] < 1:
         return [f"has thresholds {name} of shape {list(t.shape)}, not ({channels}, T) or (1, T)"]
-    if not (out_type.allowed(0) and out_type.allowed(t.shape[1])):
-        return [f"counts up to {t.shape[1]} thresholds per channel, which outputDataType {out_type.name} cannot hold"]
+    if not (out_type.allowed(bias) and out_type.allowed(bias + t.shape[1])):
+        return [f"outputs {bias} .. {bias + t.shape[1]} ({t.shape[1]} thresholds per channel from {bias}), which "
+                f"outputDataType {out_type.name} cannot hold"]
     if not np.issubdtype(t.dtype, np.integer):
         ok = np.isfinite(t) & (t == np.round(t)) & (np.abs(t) < 2.0**63)
         if not ok.all():

@@ -1,9 +1,15 @@
 """MVTU: the matrix-vector-threshold unit, one per fully connected or (after a sliding window) conv layer.
 
 Computes, for each of ``prod(numInputVectors)`` input vectors of ``MW`` elements, ``MH`` accumulators and
-then, unless ``noActivation``, the integer thresholds of each output channel. In XNOR mode (binary input and
-weights, bits) the accumulator is ``popcount(xnor(x, w))``; otherwise it is the integer dot product (the
-multi-bit input layer: k-bit codes times bipolar or integer weights).
+then, unless ``noActivation``, the integer thresholds of each output channel: the number of thresholds at or
+below the accumulator, plus ``outputBias`` (the lowest code of a signed output). In XNOR mode (binary input and
+weights, bits) the accumulator is the bipolar dot product ``2 * popcount(xnor(x, w)) - MW``; otherwise it is the
+integer dot product (k-bit codes times bipolar or integer weights).
+
+Zero padding of a binary map (``padCorrection``): the sliding window pads with bit 0 (-1), where the model
+padded with a zero, so each output position (r, c) of a conv adds a correction per channel, the row
+``correctionRows[r] * len(classes of columns) + correctionCols[c]`` of a small table (one row per border class of
+the window: nine for a 3x3 window with pad 1), the last input.
 
 Folding: ``PE`` output channels and ``SIMD`` input elements per cycle, ``PE | MH`` and ``SIMD | MW``; one frame
 takes ``prod(numInputVectors) * (MW / SIMD) * (MH / PE)`` cycles (FINN's MVAU schedule, Umuroglu et al.,
@@ -57,6 +63,10 @@ class MVTU(HWOp):
             "numInputVectors": ("ints", False, []),
             "weightDataType": ("s", True, ""),
             "accDataType": ("s", True, ""),
+            "outputBias": ("i", False, 0),
+            "padCorrection": ("i", False, 0),
+            "correctionRows": ("ints", False, []),
+            "correctionCols": ("ints", False, []),
         }
 
     def make_shape_compatible_op(self, model):
@@ -64,24 +74,37 @@ class MVTU(HWOp):
 
     def execute_node(self, context, graph) -> None:
         node = self.onnx_node
+        context[node.output[0]] = as_float(self.compute(context[node.input[0]], *(context[n] for n in node.input[1:])))
+
+    def compute(self, x, weights, *parameters):
+        """The reference semantics on an input batch: accumulators, correction, thresholds (``kernels``)."""
         mw = self.get_nodeattr("MW")
-        x = context[node.input[0]]
-        vectors = x.reshape(x.shape[0], *self.get_nodeattr("numInputVectors"), mw)
-        weights = context[node.input[1]]
+        vectors = np.asarray(x).reshape(len(x), *self.get_nodeattr("numInputVectors"), mw)
         if self.get_nodeattr("binaryXnorMode"):
-            acc = kernels.xnor_popcount_matmul(vectors, weights)
+            acc = kernels.bipolar_dot(vectors, weights)
         else:
             acc = kernels.int_matmul(vectors, weights)
-        out = acc if self.get_nodeattr("noActivation") else kernels.multithreshold(acc, context[node.input[2]])
-        context[node.output[0]] = as_float(out)
+        if self.get_nodeattr("padCorrection"):
+            acc = kernels.padding_correction(acc, parameters[-1], self.get_nodeattr("correctionRows"),
+                                             self.get_nodeattr("correctionCols"))
+        if self.get_nodeattr("noActivation"):
+            return acc
+        return kernels.multithreshold(acc, parameters[0], self.get_nodeattr("outputBias"))
 
     def datatype_attributes(self) -> list[str]:
         return [*super().datatype_attributes(), "weightDataType", "accDataType"]
 
     def attribute_problems(self) -> list[str]:
         problems = positive(self, "MW", "MH", "PE", "SIMD", "numInputVectors")
-        problems += [f"has {name} = {self.get_nodeattr(name)}, not 0 or 1" for name in ("binaryXnorMode", "noActivation")
+        problems += [f"has {name} = {self.get_nodeattr(name)}, not 0 or 1"
+                     for name in ("binaryXnorMode", "noActivation", "padCorrection")
                      if self.get_nodeattr(name) not in (0, 1)]
+        if self.get_nodeattr("padCorrection"):
+            rows, cols = self.get_nodeattr("correctionRows"), self.get_nodeattr("correctionCols")
+            vectors = self.get_nodeattr("numInputVectors")
+            if len(vectors) != 2 or [len(rows), len(cols)] != vectors or min(rows + cols, default=-1) < 0:
+                problems.append(f"corrects padding with {len(rows)} row and {len(cols)} column classes, but its "
+                                f"output positions are {vectors}; each row and column needs a class >= 0")
         if problems:
             return problems
         problems = divides(self, "PE", "MH") + divides(self, "SIMD", "MW")
@@ -97,7 +120,7 @@ class MVTU(HWOp):
         return problems
 
     def num_inputs(self) -> int:
-        return 2 if self.get_nodeattr("noActivation") else 3
+        return 2 + (not self.get_nodeattr("noActivation")) + self.get_nodeattr("padCorrection")
 
     def stream_shapes(self) -> tuple[list[int], list[int]]:
         vectors = self.get_nodeattr("numInputVectors")
@@ -123,8 +146,14 @@ class MVTU(HWOp):
             rule = f"weights are integers of weightDataType {w_type.name}"
         if not ok.all():
             return [f"has weight {first_bad(ok, weights)} in {node.input[1]}; {rule}"]
+        if self.get_nodeattr("padCorrection"):
+            table = model.get_initializer(node.input[-1])
+            classes = (max(self.get_nodeattr("correctionRows")) + 1) * (max(self.get_nodeattr("correctionCols")) + 1)
+            if table is None or table.shape != (classes, mh) or not np.array_equal(table, np.round(table)):
+                return [f"has a padding correction {node.input[-1]} that is not an integer table of "
+                        f"{classes} x {mh}"]
         if not self.get_nodeattr("noActivation"):
-            return threshold_problems(model, node.input[2], mh, self.output_datatype())
+            return threshold_problems(model, node.input[2], mh, self.output_datatype(), self.get_nodeattr("outputBias"))
         low, high = self.accumulator_range(weights)
         out_type = self.output_datatype()
         if not (out_type.allowed(low) and out_type.allowed(high)):
@@ -133,9 +162,10 @@ class MVTU(HWOp):
         return []
 
     def accumulator_range(self, weights: np.ndarray) -> tuple[int, int]:
-        """The lowest and highest accumulator over all channels and inputs of the input datatype."""
+        """The lowest and highest accumulator over all channels and inputs of the input datatype (a corrected
+        XNOR accumulator is a dot product over fewer taps, so within the same range)."""
         if self.get_nodeattr("binaryXnorMode"):
-            return 0, self.get_nodeattr("MW")
+            return -self.get_nodeattr("MW"), self.get_nodeattr("MW")
         w = weights.astype(np.float64)
         lo_in, hi_in = float(self.input_datatype().min()), float(self.input_datatype().max())
         return (int(np.minimum(w * lo_in, w * hi_in).sum(axis=0).min()),

@@ -1,14 +1,16 @@
 """SlidingWindow: the convolution input generator, turning a channels-last feature map into one patch per
 output pixel for the MVTU that follows (FINN's ConvolutionInputGenerator).
 
-It emits ``OH * OW`` patches of ``kh * kw * C`` values, ``SIMD`` values per cycle (``SIMD | C``, and equal to the
-consuming MVTU's SIMD). As the RTL (``hw/rtl/verilog/bnn_swg.v``) builds it, it holds the whole input map in one
-of two banks: the next frame streams in while the current one's patches are read out. Cycles per frame: the
-longer of the two, ``max(H * W * C / SIMD, OH * OW * kh * kw * C / SIMD)``; memory: two maps.
+It emits ``OH * OW`` patches of ``kh * kw * C`` values of the map padded by ``Padding`` (top, left, bottom,
+right) with ``PadValue`` (for bits: the bit; the MVTU after it corrects a zero padding), ``SIMD`` values per
+cycle (``SIMD | C``, and equal to the consuming MVTU's SIMD). As the RTL (``hw/rtl/verilog/bnn_swg.v``) builds
+it, it holds the whole input map in one of two banks: the next frame streams in while the current one's patches
+are read out. Cycles per frame: the longer of the two, ``max(H * W * C / SIMD, OH * OW * kh * kw * C / SIMD)``;
+memory: two maps.
 
-Contract: the kernel fits the map and ``OFMDim`` is the unpadded output size ``(IFMDim - k) // stride + 1``,
-which the kernels compute from the map while the RTL takes ``OFMDim`` as given; values pass through unchanged,
-so the output datatype is the input's.
+Contract: the kernel fits the padded map and ``OFMDim`` is ``(IFMDim + padding - k) // stride + 1``, which the
+kernels compute from the map while the RTL takes ``OFMDim`` as given; values pass through unchanged (the pad value
+is one of the input datatype's), so the output datatype is the input's.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class SlidingWindow(HWOp):
             "ConvKernelDim": ("ints", True, []),  # kh, kw
             "Stride": ("ints", True, []),
             "SIMD": ("i", False, 1),
+            "Padding": ("ints", False, [0, 0, 0, 0]),  # top, left, bottom, right
+            "PadValue": ("i", False, 0),
         }
 
     def make_shape_compatible_op(self, model):
@@ -41,7 +45,7 @@ class SlidingWindow(HWOp):
         h, w = self.get_nodeattr("IFMDim")
         return _shape_op_of(model, helper.make_node(
             "Im2Col", [self.onnx_node.input[0]], [self.onnx_node.output[0]], domain="qonnx.custom_op.general",
-            kernel_size=[kh, kw], stride=self.get_nodeattr("Stride"),
+            kernel_size=[kh, kw], stride=self.get_nodeattr("Stride"), pad_amount=self.get_nodeattr("Padding"),
             input_shape=str((1, h, w, self.get_nodeattr("IFMChannels"))),
         ))
 
@@ -49,7 +53,13 @@ class SlidingWindow(HWOp):
         problems = positive(self, "IFMChannels", "SIMD") + pairs(self, "IFMDim", "OFMDim", "ConvKernelDim", "Stride")
         if problems:
             return problems
-        return divides(self, "SIMD", "IFMChannels") + window_problems(self, "IFMDim", "ConvKernelDim", "OFMDim")
+        padding = self.get_nodeattr("Padding")
+        if len(padding) != 4 or min(padding) < 0:
+            return [f"has Padding = {padding}, not four amounts >= 0 (top, left, bottom, right)"]
+        if any(padding) and not self.input_datatype().allowed(self.get_nodeattr("PadValue")):
+            return [f"pads with {self.get_nodeattr('PadValue')}, which is no {self.input_datatype().name} value"]
+        return divides(self, "SIMD", "IFMChannels") + window_problems(self, "IFMDim", "ConvKernelDim", "OFMDim",
+                                                                       padding)
 
     def stream_shapes(self) -> tuple[list[int], list[int]]:
         kh, kw = self.get_nodeattr("ConvKernelDim")
@@ -58,7 +68,8 @@ class SlidingWindow(HWOp):
 
     def execute_node(self, context, graph) -> None:
         x = context[self.onnx_node.input[0]]
-        out = kernels.sliding_window(x, tuple(self.get_nodeattr("ConvKernelDim")), tuple(self.get_nodeattr("Stride")))
+        out = kernels.sliding_window(x, tuple(self.get_nodeattr("ConvKernelDim")), tuple(self.get_nodeattr("Stride")),
+                                     tuple(self.get_nodeattr("Padding")), self.get_nodeattr("PadValue"))
         context[self.onnx_node.output[0]] = as_float(out)
 
     def legal_foldings(self) -> list[dict[str, int]]:
@@ -69,7 +80,7 @@ class SlidingWindow(HWOp):
         kh, kw = self.get_nodeattr("ConvKernelDim")
         oh, ow = self.get_nodeattr("OFMDim")
         h, w = self.get_nodeattr("IFMDim")
-        return max(h * w, oh * ow * kh * kw) * (c // simd)
+        return max(h * w, oh * ow * kh * kw) * (c // simd)  # the padding is generated, not streamed in
 
     def memories(self) -> list[Memory]:
         # Two banks of the whole map, C values of the input width per pixel, read SIMD values at a time.
@@ -86,10 +97,12 @@ class SlidingWindow(HWOp):
         return int(LUT_CONTROL + counters + mux)
 
 
-def window_problems(op: HWOp, image: str, kernel: str, output: str | None = None) -> list[str]:
-    """A window op's rules: the kernel fits the image, ``output`` (when given) is the unpadded output size, and
+def window_problems(op: HWOp, image: str, kernel: str, output: str | None = None,
+                    padding: list[int] = (0, 0, 0, 0)) -> list[str]:
+    """A window op's rules: the kernel fits the (padded) image, ``output`` (when given) is the output size, and
     the values keep their datatype."""
     (h, w), (kh, kw), (sh, sw) = op.get_nodeattr(image), op.get_nodeattr(kernel), op.get_nodeattr("Stride")
+    h, w = h + padding[0] + padding[2], w + padding[1] + padding[3]
     if kh > h or kw > w:
         return [f"has {kernel} = {[kh, kw]}, larger than {image} = {[h, w]}"]
     problems = []

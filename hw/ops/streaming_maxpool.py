@@ -28,20 +28,14 @@ class StreamingMaxPool(HWOp):
         }
 
     def make_shape_compatible_op(self, model):
-        kh, kw = self.get_nodeattr("PoolDim")
-        return _shape_op_of(model, helper.make_node(
-            "MaxPoolNHWC", [self.onnx_node.input[0]], [self.onnx_node.output[0]], domain="qonnx.custom_op.general",
-            kernel_shape=[kh, kw], strides=self.get_nodeattr("Stride"), pads=[0, 0, 0, 0],
-        ))
+        return pool_shape_op(self, model)
 
     def attribute_problems(self) -> list[str]:
         problems = positive(self, "NumChannels", "PE") + pairs(self, "ImgDim", "PoolDim", "Stride")
         return problems or divides(self, "PE", "NumChannels") + window_problems(self, "ImgDim", "PoolDim")
 
     def stream_shapes(self) -> tuple[list[int], list[int]]:
-        (h, w), (kh, kw), (sh, sw) = self.get_nodeattr("ImgDim"), self.get_nodeattr("PoolDim"), self.get_nodeattr("Stride")
-        c = self.get_nodeattr("NumChannels")
-        return [h, w, c], [(h - kh) // sh + 1, (w - kw) // sw + 1, c]
+        return pool_shapes(self)
 
     def execute_node(self, context, graph) -> None:
         x = context[self.onnx_node.input[0]]
@@ -63,6 +57,22 @@ class StreamingMaxPool(HWOp):
     def lut_estimate(self, lut_inputs: int) -> int:
         bits = self.input_datatype().bitwidth()
         return int(LUT_CONTROL + self.get_nodeattr("PE") * bits * 2)  # a comparator and a register mux per lane
+
+
+def pool_shapes(op: HWOp) -> tuple[list[int], list[int]]:
+    """A pool's input and output frames: (H, W, C) and (OH, OW, C) in floor mode."""
+    (h, w), (kh, kw), (sh, sw) = op.get_nodeattr("ImgDim"), op.get_nodeattr("PoolDim"), op.get_nodeattr("Stride")
+    c = op.get_nodeattr("NumChannels")
+    return [h, w, c], [(h - kh) // sh + 1, (w - kw) // sw + 1, c]
+
+
+def pool_shape_op(op: HWOp, model):
+    """qonnx's MaxPoolNHWC of the same window: the shapes of any pool's stream."""
+    kh, kw = op.get_nodeattr("PoolDim")
+    return _shape_op_of(model, helper.make_node(
+        "MaxPoolNHWC", [op.onnx_node.input[0]], [op.onnx_node.output[0]], domain="qonnx.custom_op.general",
+        kernel_shape=[kh, kw], strides=op.get_nodeattr("Stride"), pads=[0, 0, 0, 0],
+    ))
 
 
 def _shape_op_of(model, node):

@@ -1,13 +1,18 @@
-"""Thresholding: integer thresholds on a stream without a matrix product before them (FINN's Thresholding).
+"""Thresholding: integer thresholds on a stream without a matrix product before them (FINN's Thresholding):
+after a pool, a residual join, or on the accelerator's input.
 
-``PE`` channels per cycle (``PE | C``): ``prod(numInputVectors) * C / PE`` cycles per frame. Thresholds
-follow the MVTU's rules (``bnnflow.hw.ops.base.threshold_problems``).
+Each output is the number of thresholds at or below its input, plus ``outputBias``. With ``inputSigns`` a third
+input holds one sign per channel (+1 / -1) that multiplies the value first: a channel whose activation falls as
+its input rises (a BatchNorm with a negative slope after a max-pool) is thresholded on the negated value.
+``PE`` channels per cycle (``PE | C``): ``prod(numInputVectors) * C / PE`` cycles per frame. Thresholds follow
+the MVTU's rules (``bnnflow.hw.ops.base.threshold_problems``).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from onnx import helper
 
 from bnnflow.hw import kernels
@@ -22,6 +27,8 @@ class Thresholding(HWOp):
             "NumChannels": ("i", True, 0),
             "PE": ("i", False, 1),
             "numInputVectors": ("ints", False, []),
+            "outputBias": ("i", False, 0),
+            "inputSigns": ("i", False, 0),
         }
 
     def make_shape_compatible_op(self, model):
@@ -29,21 +36,31 @@ class Thresholding(HWOp):
 
     def execute_node(self, context, graph) -> None:
         node = self.onnx_node
-        context[node.output[0]] = as_float(kernels.multithreshold(context[node.input[0]], context[node.input[1]]))
+        signs = context[node.input[2]] if self.get_nodeattr("inputSigns") else None
+        context[node.output[0]] = as_float(kernels.multithreshold(context[node.input[0]], context[node.input[1]],
+                                                                  self.get_nodeattr("outputBias"), signs))
 
     def attribute_problems(self) -> list[str]:
-        return positive(self, "NumChannels", "PE", "numInputVectors") or divides(self, "PE", "NumChannels")
+        problems = positive(self, "NumChannels", "PE", "numInputVectors") or divides(self, "PE", "NumChannels")
+        if self.get_nodeattr("inputSigns") not in (0, 1):
+            problems.append(f"has inputSigns = {self.get_nodeattr('inputSigns')}, not 0 or 1")
+        return problems
 
     def num_inputs(self) -> int:
-        return 2
+        return 2 + self.get_nodeattr("inputSigns")
 
     def stream_shapes(self) -> tuple[list[int], list[int]]:
         shape = frame(self.get_nodeattr("numInputVectors"), self.get_nodeattr("NumChannels"))
         return shape, shape
 
     def parameter_problems(self, model) -> list[str]:
+        if self.get_nodeattr("inputSigns"):
+            signs = model.get_initializer(self.onnx_node.input[2])
+            if signs is None or signs.shape != (self.get_nodeattr("NumChannels"),) or \
+                    not np.isin(signs, (-1, 1)).all():
+                return [f"has input signs {self.onnx_node.input[2]} that are not one -1 or +1 per channel"]
         return threshold_problems(model, self.onnx_node.input[1], self.get_nodeattr("NumChannels"),
-                                  self.output_datatype())
+                                  self.output_datatype(), self.get_nodeattr("outputBias"))
 
     def legal_foldings(self) -> list[dict[str, int]]:
         return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]
