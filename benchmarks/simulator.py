@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bnnflow.hw.convert import to_accelerator
 from bnnflow.hw.simulator import Simulator
 from bnnflow.models import create_model
 from bnnflow.pipeline.compile.stage import compile_model
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     streamlined, dataflow, _ = compile_model(qonnx_model, CompileConfig(board="ulx3s"))
     images = np.random.default_rng(0).random((args.frames, *shape), dtype=np.float32)
     hw_in_name = dataflow.get_metadata_prop("bnnflow.streamlined_input")
-    codes = execute(streamlined, images[: args.qonnx_frames], [hw_in_name])[hw_in_name]
+    codes = to_accelerator(dataflow, execute(streamlined, images[: args.qonnx_frames], [hw_in_name])[hw_in_name])
     codes = np.concatenate([codes] * -(-args.frames // len(codes)))[: args.frames]  # a batch of real codes
 
     simulator = Simulator(dataflow)

@@ -25,6 +25,7 @@ from torch import nn
 from bnnflow.errors import UnsupportedGraphError, VerificationError
 from bnnflow.nodes import node_ref
 from bnnflow.pipeline.checkpoint import load_checkpoint
+from bnnflow.pipeline.compile.linear import exact_sum
 from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.console import out
 from bnnflow.pipeline.data import load_data, stack
@@ -63,17 +64,52 @@ def check_finn_form(wrapper) -> None:
 FLOAT_RTOL = 1e-4
 
 
-def is_integer_network(wrapper) -> bool:
-    """Whether every Conv / MatMul / Gemm takes quantized weights: then PyTorch and qonnx agree exactly.
+#: ops that copy or select values without arithmetic, through which a layer's input keeps its quantizer's grid
+_MOVES = ("MaxPool", "Flatten", "Reshape", "Transpose", "Pad", "Slice", "Identity", "Squeeze", "Unsqueeze")
 
-    A network with full-precision layers (a float stem, 1x1 downsample convs, a float classifier, as in Bi-Real
-    Net) sums floats in an order that differs between the two, by about 1e-5 of the outputs.
+
+def _grid(wrapper, tensor: str) -> tuple[np.ndarray, float] | None:
+    """(scale, largest |code|) of the quantizer that last set ``tensor``'s values, through data movement only;
+    None for a float tensor."""
+    from qonnx.util.basic import get_by_name
+
+    producer = wrapper.find_producer(tensor)
+    while producer is not None and producer.op_type in _MOVES:
+        producer = wrapper.find_producer(producer.input[0])
+    if producer is None or producer.op_type not in ("Quant", "BipolarQuant"):
+        return None
+    scale = wrapper.get_initializer(producer.input[1])
+    if scale is None:
+        return None
+    if producer.op_type == "BipolarQuant":
+        return scale, 1.0
+    bits = wrapper.get_initializer(producer.input[3])
+    signed = get_by_name(producer.attribute, "signed")
+    return scale, float(2.0 ** (int(bits) - (1 if signed is None or signed.i else 0)))
+
+
+def is_integer_network(wrapper) -> bool:
+    """Whether PyTorch and qonnx must agree exactly: every Conv / MatMul / Gemm multiplies quantized inputs by
+    quantized weights, both on power-of-two scales, without a bias, and no partial sum leaves float32's exact
+    integers (2**24 steps), so every order of summation gives the same float.
+
+    Otherwise (a float stem or classifier, 1x1 float shortcuts as in Bi-Real Net, a scale that is no power of two
+    on a wide layer) the two sum floats in different orders and differ by about 1e-5 of the outputs.
     """
     for node in wrapper.graph.node:
-        if node.op_type in ("Conv", "MatMul", "Gemm"):
-            producer = wrapper.find_producer(node.input[1])
-            if producer is None or producer.op_type not in ("Quant", "BipolarQuant"):
-                return False
+        if node.op_type not in ("Conv", "MatMul", "Gemm"):
+            continue
+        x, w = _grid(wrapper, node.input[0]), _grid(wrapper, node.input[1])
+        if w is None or x is None or (len(node.input) > 2 and node.input[2]):
+            return False
+        shape = wrapper.get_tensor_shape(node.input[1])
+        if node.op_type == "Conv":
+            taps = int(np.prod(shape[1:]))
+        else:
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            taps = int(shape[1] if trans_b else shape[0])
+        if not exact_sum(x[0], w[0], taps * x[1] * w[1]):
+            return False
     return True
 
 

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import UnsupportedGraphError, VerificationError
+from bnnflow.hw.convert import from_accelerator, to_accelerator
 from bnnflow.hw.simulator import Simulator
 from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.execute import execute
@@ -73,8 +74,8 @@ def expected_outputs(cfg: Config, run: RunDir, images: np.ndarray) -> tuple[np.n
     hw_in = dataflow.get_metadata_prop("bnnflow.streamlined_input")
     hw_out = dataflow.get_metadata_prop("bnnflow.streamlined_output")
     label = dataflow.get_metadata_prop("bnnflow.output_kind") == "label"
-    codes = execute(streamlined, images, [hw_in])[hw_in].astype(np.int64)
-    accel = Simulator(dataflow).run(codes)
+    codes = to_accelerator(dataflow, execute(streamlined, images, [hw_in])[hw_in]).astype(np.int64)
+    accel = from_accelerator(dataflow, Simulator(dataflow).run(codes))
     reference = execute(load_model(run.qonnx, "export"), images)
     reference = reference[next(iter(reference))].reshape(len(images), -1)
     if label:

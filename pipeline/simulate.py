@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from bnnflow.errors import DataError, VerificationError
+from bnnflow.hw.convert import output_to_accelerator, to_accelerator
 from bnnflow.hw.estimates import timing
 from bnnflow.hw.simulator import Simulator, compare, describe_mismatch, frames_per_second
 from bnnflow.pipeline.config import Config
@@ -59,7 +60,8 @@ def split_inputs(cfg: Config, run: RunDir, split: str, limit: int = 0) -> tuple[
     expected = levels[hw_out]
     if dataflow.get_metadata_prop("bnnflow.output_kind") == "label":
         expected = expected.argmax(axis=-1)[:, None]
-    return levels[hw_in].astype(np.int64), expected.astype(np.int64)
+    return (to_accelerator(dataflow, levels[hw_in]).astype(np.int64),
+            output_to_accelerator(dataflow, expected).astype(np.int64))
 
 
 def simulate_run(cfg: Config, run: RunDir) -> dict[str, Any]:

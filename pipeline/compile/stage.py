@@ -20,7 +20,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import ConfigError, DataError, UnsupportedGraphError, VerificationError
 from bnnflow.hw.boards import get_board
-from bnnflow.hw.convert import to_dataflow
+from bnnflow.hw.convert import output_to_accelerator, to_accelerator, to_dataflow
 from bnnflow.hw.estimates import estimate
 from bnnflow.hw.folding import fold_for_board, fold_for_fps
 from bnnflow.pipeline.compile.streamline import streamline_model
@@ -60,16 +60,19 @@ def compile_model(model: ModelWrapper, cfg: CompileConfig) -> tuple[ModelWrapper
 
 def verify_compile(model: ModelWrapper, streamlined: ModelWrapper, dataflow: ModelWrapper, images: np.ndarray,
                    batch: int = 256) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Run all three graphs on ``images``; returns (comparison figures, the compared arrays)."""
+    """Run all three graphs on ``images``; returns (comparison figures, the compared arrays). The accelerator's
+    arrays are in its own layout (channels last, bits for +-1), as the simulator and the RTL produce them."""
     hw_in = dataflow.get_metadata_prop("bnnflow.streamlined_input")
     hw_out = dataflow.get_metadata_prop("bnnflow.streamlined_output")
     reference = execute(model, images, batch=batch, progress="model.qonnx")[model.graph.output[0].name]
     out_name = streamlined.graph.output[0].name
     levels = execute(streamlined, images, [out_name, hw_in, hw_out], batch=batch, progress="streamlined.onnx")
-    hardware = execute(dataflow, levels[hw_in], batch=batch, progress="dataflow.onnx")[dataflow.graph.output[0].name]
+    hw_input = to_accelerator(dataflow, levels[hw_in])
+    hardware = execute(dataflow, hw_input, batch=batch, progress="dataflow.onnx")[dataflow.graph.output[0].name]
     expected = levels[hw_out]
     if dataflow.get_metadata_prop("bnnflow.output_kind") == "label":
         expected = expected.argmax(axis=-1)[:, None].astype(np.float32)
+    expected = output_to_accelerator(dataflow, expected)
     streamlined_cmp = compare_outputs(reference, levels[out_name])
     hardware_cmp = compare_outputs(expected.reshape(len(images), -1), hardware.reshape(len(images), -1))
     figures = {
@@ -77,7 +80,7 @@ def verify_compile(model: ModelWrapper, streamlined: ModelWrapper, dataflow: Mod
         "streamlined_mismatches": streamlined_cmp["mismatches"],
         "dataflow_mismatches": hardware_cmp["mismatches"],
     }
-    arrays = {"qonnx": reference, "streamlined": levels[out_name], "hw_input": levels[hw_in].astype(np.int32),
+    arrays = {"qonnx": reference, "streamlined": levels[out_name], "hw_input": hw_input.astype(np.int32),
               "hw_expected": expected.astype(np.int64), "hw_output": hardware.astype(np.int64)}
     return figures, arrays
 
