@@ -114,8 +114,8 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
         w_bits, codes = 1, (weights > 0).astype(np.int64)
     else:
         w_bits, codes = element(wtype)[0], weights.astype(np.int64)
-    if xnor:
-        low, high = 0, mw
+    if xnor:  # the unit counts agreements (0 .. MW); the op's accumulator is the bipolar 2 * count - MW
+        low, high = -mw, mw
     else:
         lo_in, hi_in = float(op.input_datatype().min()), float(op.input_datatype().max())
         low = int(np.minimum(weights * lo_in, weights * hi_in).sum(axis=0).min())
@@ -140,13 +140,17 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
         thresholds = np.asarray(model.get_initializer(node.input[2]), dtype=np.float64)
         thresholds = np.broadcast_to(thresholds, (mh, thresholds.shape[1]))
         n_thr = thresholds.shape[1]
+        thresholds = np.ceil(thresholds)
+        if xnor:  # 2 * count - MW >= t  <=>  count >= ceil((t + MW) / 2)
+            thresholds, low, high = np.ceil((thresholds + mw) / 2), 0, mw
         # thresholds outside the reachable range act like the range's ends; clipping keeps them in ACC_W bits
-        clipped = np.clip(np.ceil(thresholds), low, high + 1).astype(np.int64)
+        clipped = np.clip(thresholds, low, high + 1).astype(np.int64)
         roms.append(_rom(folder, f"{node.name}_thresholds.hex", clipped.reshape(nf, pe * n_thr), pe * n_thr, acc_w,
                          True))
     params = {"MW": mw, "MH": mh, "PE": pe, "SIMD": simd, "IN_BITS": in_bits, "IN_SIGNED": int(in_signed),
               "W_BITS": w_bits, "W_BIPOLAR": int(bipolar), "XNOR": int(xnor), "ACC_W": acc_w, "N_THR": n_thr,
-              "OUT_BITS": out_bits, "WBANK_DEPTH": WEIGHT_BANK_DEPTH, "WEIGHT_FILE": f"{node.name}_weights"}
+              "OUT_BITS": out_bits, "OUT_BIAS": op.get_nodeattr("outputBias"), "WBANK_DEPTH": WEIGHT_BANK_DEPTH,
+              "WEIGHT_FILE": f"{node.name}_weights"}
     if n_thr:
         params["THRESH_FILE"] = roms[-1]
     return Layer(node.name, "bnn_mvtu", params, StreamFormat(simd, in_bits, in_signed, vectors * sf),
@@ -190,7 +194,7 @@ def _thresholding(folder: Path, model: ModelWrapper, node, op) -> Layer:
     clipped = np.clip(np.ceil(thresholds), low, high + 1).astype(np.int64)
     rom = _rom(folder, f"{node.name}_thresholds.hex", clipped.reshape(c // pe, pe * n_thr), pe * n_thr, acc_w, True)
     params = {"C": c, "PE": pe, "IN_BITS": in_bits, "IN_SIGNED": int(in_signed), "ACC_W": acc_w, "N_THR": n_thr,
-              "OUT_BITS": out_bits, "THRESH_FILE": rom}
+              "OUT_BITS": out_bits, "OUT_BIAS": op.get_nodeattr("outputBias"), "THRESH_FILE": rom}
     return Layer(node.name, "bnn_threshold", params, StreamFormat(pe, in_bits, in_signed, vectors * (c // pe)),
                  StreamFormat(pe, out_bits, out_signed, vectors * (c // pe)), [rom])
 
@@ -204,6 +208,19 @@ def _label_select(node, op) -> Layer:
                  StreamFormat(1, out_bits, False, 1))
 
 
+def _rtl_gap(node, op) -> str:
+    """What of a hardware op the Verilog library lacks ('' when it has everything the op uses)."""
+    if node.op_type not in ("MVTU", "SlidingWindow", "StreamingMaxPool", "Thresholding", "LabelSelect"):
+        return "has no Verilog module yet"
+    if node.op_type == "MVTU" and op.get_nodeattr("padCorrection"):
+        return "corrects zero padding per border position, which the Verilog MVTU does not do yet"
+    if node.op_type == "Thresholding" and op.get_nodeattr("inputSigns"):
+        return "thresholds negated channels (inputSigns), which the Verilog thresholds do not do yet"
+    if node.op_type == "SlidingWindow" and any(op.get_nodeattr("Padding")):
+        return f"pads its input by {list(op.get_nodeattr('Padding'))}, which the Verilog window does not do yet"
+    return ""
+
+
 def layers_of(model: ModelWrapper, folder: Path) -> list[Layer]:
     """The layers of a dataflow graph, in stream order, with their ROM images written into ``folder``."""
     ops = dict((node.name, (node, op)) for node, op in hw_ops(model))
@@ -212,6 +229,10 @@ def layers_of(model: ModelWrapper, folder: Path) -> list[Layer]:
         if node.op_type == "Reshape":
             continue  # a reshape keeps the stream's element order, so it is only a rename
         node, op = ops[node.name]
+        missing = _rtl_gap(node, op)
+        if missing:
+            raise UnsupportedGraphError(f"node {node.name} ({node.op_type}) {missing}; `bnnflow simulate` runs this "
+                                        "graph bit-exactly")
         if node.op_type == "MVTU":
             layer = _mvtu(folder, model, node, op)
         elif node.op_type == "SlidingWindow":

@@ -7,8 +7,10 @@
 //
 // XNOR mode (XNOR=1): inputs and weights are bits, acc = popcount(xnor(x, w)). Otherwise (the multi-bit input
 // layer) acc = sum of x * w with x of IN_BITS (two's complement if IN_SIGNED) and w bipolar (bit 1 = +1,
-// bit 0 = -1) when W_BIPOLAR, else W_BITS two's complement. With N_THR > 0 the output of a channel is the number
-// of thresholds T_i <= acc (an accumulator exactly on a threshold counts); with N_THR = 0 it is acc itself.
+// bit 0 = -1) when W_BIPOLAR, else W_BITS two's complement. With N_THR > 0 the output of a channel is OUT_BIAS
+// plus the number of thresholds T_i <= acc (an accumulator exactly on a threshold counts; in XNOR mode the
+// thresholds are on the popcount); with N_THR = 0 it is acc itself, in XNOR mode as the bipolar dot product
+// 2 * popcount - MW.
 //
 // The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
@@ -29,6 +31,7 @@ module bnn_mvtu #(
     parameter integer ACC_W = 8,
     parameter integer N_THR = 1,
     parameter integer OUT_BITS = 1,
+    parameter integer OUT_BIAS = 0,
     parameter integer WBANK_DEPTH = 2048,
     parameter WEIGHT_FILE = "weights",
     parameter THRESH_FILE = "thresholds.hex"
@@ -47,6 +50,8 @@ module bnn_mvtu #(
     localparam integer IW = SIMD * IN_BITS;
     localparam integer WW = PE * SIMD * W_BITS;
     localparam integer NT = N_THR > 0 ? N_THR : 1;
+    localparam [OUT_BITS:0] BIAS = OUT_BIAS[OUT_BITS:0];
+    localparam [ACC_W-1:0] MW_ACC = MW[ACC_W-1:0];
     localparam integer TW = PE * NT * ACC_W;
     localparam integer SFW = SF > 1 ? $clog2(SF) : 1;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
@@ -372,14 +377,19 @@ module bnn_mvtu #(
                 end
                 wire [OUT_BITS:0] n;
                 bnn_sum_tree #(.N(NT), .TW(1), .SIGNED(0), .OW(OUT_BITS + 1)) u_count (.terms(hit), .sum(n));
-                assign result[p*OUT_BITS +: OUT_BITS] = n[OUT_BITS-1:0];
+                wire [OUT_BITS:0] code = n + BIAS;  // a signed code counts up from its lowest value
+                assign result[p*OUT_BITS +: OUT_BITS] = code[OUT_BITS-1:0];
                 /* verilator lint_off UNUSEDSIGNAL */
-                wire unused_top = n[OUT_BITS];  // N_THR = 2**OUT_BITS - 1 never reaches it
+                wire unused_top = code[OUT_BITS];  // only OUT_BITS bits of a code are ever set
                 /* verilator lint_on UNUSEDSIGNAL */
             end
         end else begin : g_acc_out
             for (p = 0; p < PE; p = p + 1) begin : g_out
-                assign result[p*OUT_BITS +: OUT_BITS] = fin4[p*ACC_W +: OUT_BITS];
+                wire [ACC_W-1:0] a = fin4[p*ACC_W +: ACC_W];
+                /* verilator lint_off UNUSEDSIGNAL */
+                wire [ACC_W-1:0] value = XNOR != 0 ? (a << 1) - MW_ACC : a;
+                /* verilator lint_on UNUSEDSIGNAL */
+                assign result[p*OUT_BITS +: OUT_BITS] = value[OUT_BITS-1:0];
             end
         end
     endgenerate

@@ -1,7 +1,7 @@
 // bnn_threshold: integer thresholds on a stream without a matrix product before them (FINN's Thresholding).
 //
-// PE channels a beat (NF = C/PE beats a pixel); a channel's output is the number of its N_THR thresholds at or
-// below the input. Thresholds: a ROM of NF words of PE*N_THR*ACC_W bits, as in bnn_mvtu.
+// PE channels a beat (NF = C/PE beats a pixel); a channel's output is OUT_BIAS plus the number of its N_THR
+// thresholds at or below the input. Thresholds: a ROM of NF words of PE*N_THR*ACC_W bits, as in bnn_mvtu.
 `default_nettype none
 
 module bnn_threshold #(
@@ -12,6 +12,7 @@ module bnn_threshold #(
     parameter integer ACC_W = 10,
     parameter integer N_THR = 1,
     parameter integer OUT_BITS = 1,
+    parameter integer OUT_BIAS = 0,
     parameter THRESH_FILE = "thresholds.hex"
 ) (
     input  wire                     clk,
@@ -26,6 +27,7 @@ module bnn_threshold #(
     localparam integer NF = C / PE;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
     localparam integer TW = PE * N_THR * ACC_W;
+    localparam [OUT_BITS:0] BIAS = OUT_BIAS[OUT_BITS:0];
     localparam integer STAGES = 2;  // input and threshold read, output register
     localparam integer DEPTH = 4;
     localparam integer CW = $clog2(DEPTH) + 1;
@@ -68,9 +70,10 @@ module bnn_threshold #(
             end
             wire [OUT_BITS:0] n;
             bnn_sum_tree #(.N(N_THR), .TW(1), .SIGNED(0), .OW(OUT_BITS + 1)) u_count (.terms(hit), .sum(n));
-            assign result[p*OUT_BITS +: OUT_BITS] = n[OUT_BITS-1:0];
+            wire [OUT_BITS:0] code = n + BIAS;  // a signed code counts up from its lowest value
+            assign result[p*OUT_BITS +: OUT_BITS] = code[OUT_BITS-1:0];
             /* verilator lint_off UNUSEDSIGNAL */
-            wire unused_top = n[OUT_BITS];  // N_THR = 2**OUT_BITS - 1 never reaches it
+            wire unused_top = code[OUT_BITS];  // only OUT_BITS bits of a code are ever set
             /* verilator lint_on UNUSEDSIGNAL */
         end
     endgenerate
