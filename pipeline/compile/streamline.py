@@ -1,11 +1,10 @@
-"""Streamlining: 1-bit QONNX in, the same function as an integer graph of qonnx standard ops out.
+"""Streamlining: quantized QONNX in, the same function as an integer graph of standard ONNX ops out.
 
 The result (``streamlined.onnx``) takes the same float input and gives the same float output as ``model.qonnx``;
-in between, every tensor of the accelerator's part is an integer: accumulators (``MatMul`` on codes,
-``XnorPopcountMatMul`` on bits), integer ``MultiThreshold``s, pools, residual adds of codes, in channels-last
+in between, every tensor of the accelerator's part is an integer: accumulators (``Conv`` / ``MatMul`` on codes),
+integer ``MultiThreshold``s, pools, residual adds of codes, padding corrections, in model.qonnx's own (NCHW)
 layout. ``LowerToIntegers`` (``lowering.py``) does the work; its metadata names the accelerator's input and
-output tensors, which the dataflow conversion maps onto hardware units.
-"""
+output tensors, which the dataflow conversion maps onto hardware units."""
 
 from __future__ import annotations
 
