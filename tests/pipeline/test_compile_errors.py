@@ -33,11 +33,12 @@ def _net(*middle: nn.Module) -> nn.Module:
 
 BAD_NETWORKS = [
     # (network, op named in the error, text of the fix)
-    (lambda: _net(nn.ReLU()), "Relu", "not supported"),
-    (lambda: _net(), "MatMul", "float activation between binary layers"),
-    (lambda: _net(_sign(), nn.Linear(32, 32, bias=False), nn.BatchNorm1d(32), _sign()), "MatMul", "FLOAT32 weights"),
+    (lambda: _net(nn.ReLU()), "MatMul", "put an activation quantizer before the layer"),
+    (lambda: _net(), "MatMul", "reads a real-valued tensor that no quantizer made integer"),
+    (lambda: _net(_sign(), nn.Linear(32, 32, bias=False), nn.BatchNorm1d(32), _sign()), "MatMul",
+     "has float weights between quantized layers; quantize them"),
     (lambda: _net(_sign(), qnn.QuantLinear(32, 32, bias=False, weight_quant=IntWeightQuant, weight_bit_width=2),
-                  nn.BatchNorm1d(32), _sign()), "MatMul", "set weight_bits=1"),
+                  nn.BatchNorm1d(32), _sign()), "MatMul", "binary activations by INT2 weights"),
 ]
 
 
@@ -68,14 +69,15 @@ def test_compile_names_an_unnamed_node_by_op_and_index(cli, tmp_path: Path) -> N
     """ONNX allows empty node names (other exporters leave them empty): the error names the op and its index."""
     run = _run_with(tmp_path, _net(nn.ReLU()))
     model = load_model(run.qonnx, "export")
-    relu = next(i for i, node in enumerate(model.graph.node) if node.op_type == "Relu")
+    relu = next(node for node in model.graph.node if node.op_type == "Relu")
+    reader = next(i for i, node in enumerate(model.graph.node) if relu.output[0] in node.input)
     for node in model.graph.node:
         node.name = ""
     save_model(model, run.qonnx)
     result = cli("compile", str(run.root))
     assert result.returncode == 3, result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error) == 1 and f"node Relu #{relu} (no name) is not supported" in error[0]
+    assert len(error) == 1 and f"node MatMul #{reader} (no name) reads a real-valued tensor" in error[0]
 
 
 def test_compile_refuses_malformed_onnx(cli, tmp_path: Path) -> None:

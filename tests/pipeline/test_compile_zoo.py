@@ -64,8 +64,13 @@ def _check(model: nn.Module, input_shape: tuple[int, ...], label_select: bool = 
     # The bit-exact simulator equals qonnx's executor on the dataflow graph, on the same 200 inputs.
     np.testing.assert_array_equal(Simulator(dataflow).run(arrays["hw_input"]), arrays["hw_output"])
     ops = {n.op_type for n in streamlined.graph.node}
-    assert not ops & {"BatchNormalization", "Conv", "BipolarQuant"}
-    assert "XnorPopcountMatMul" in ops and "MultiThreshold" in ops
+    assert not ops & {"BatchNormalization", "BipolarQuant"} and "MultiThreshold" in ops
+    # every product of the integer body multiplies codes by integer weight codes
+    products = [n for n in streamlined.graph.node if n.op_type in ("MatMul", "Conv")]
+    assert products
+    for node in products:
+        weights = streamlined.get_initializer(node.input[1])
+        assert weights is not None and np.array_equal(weights, np.round(weights)), node.name
     assert all(n.domain == "bnnflow.hw" or n.op_type == "Reshape" for n in dataflow.graph.node)
     return estimates
 
