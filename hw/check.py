@@ -40,7 +40,7 @@ def check_dataflow(model: ModelWrapper) -> dict[str, int]:
         _refuse(f"the graph has {len(graph.input)} inputs and {len(graph.output)} outputs; a dataflow graph streams "
                 "one input to one output")
     names, hw_count = set(), 0
-    written = {graph.input[0].name}
+    written = {graph.input[0].name: None}  # in graph order, so the first stream with a wrong reader count is named
     readers: dict[str, int] = {}
     for node in graph.node:
         ref = node_ref(model, node)
@@ -66,7 +66,7 @@ def check_dataflow(model: ModelWrapper) -> dict[str, int]:
         for name in node.output:
             if name in written:
                 _refuse(f"node {ref} writes {name}, which another node writes too")
-            written.add(name)
+            written[name] = None
     if not hw_count:
         _refuse("the graph holds no hardware op")
     _check_input(model, graph.input[0].name)
