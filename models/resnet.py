@@ -55,7 +55,6 @@ RESNET18_UNITS = [4, 4, 4, 4]  # binary 3x3 convs per stage: ResNet-18's [2, 2, 
 RESNET34_UNITS = [6, 8, 12, 6]  # ResNet-34's [3, 4, 6, 3]
 IMAGENET_STEM_MIN_SIZE = 64  # smaller inputs get the CIFAR stem: a 7x7/2 conv and a pool would leave too little
 HW_BITS = 8  # weights of the multi-bit layers and the fixed-point stream with hw=True
-JOIN_BITS = HW_BITS + 2  # a residual branch before its add: the stream's step, four times its range
 PAD_VALUES = (0, 1, -1)  # how a binary conv pads its +-1 input: zeros, or +1 / -1 (Larq's pad_values)
 BOUNDED_RANGE = 1.0  # a stream that has just been through hardtanh
 UNBOUNDED_RANGE = 8.0  # a sum of k BatchNorm outputs spreads like sqrt(k): a range of 8 at a step of 1/16
@@ -131,10 +130,12 @@ def hardtanh(hw: bool) -> nn.Module:
 
 
 def join_quant(hw: bool, max_val: float) -> nn.Module:
-    """With ``hw``, the quantizer of a residual branch before its add: the step of the stream it joins (whose range
-    is ``max_val``) over four times the range, so both inputs of the add are codes of one scale and their sum is an
-    integer add in hardware, while the branch is not clipped before the sum is; otherwise nothing."""
-    return stream_quant(hw, 4 * max_val, JOIN_BITS)
+    """With ``hw``, the quantizer of a residual branch before its add: the stream's own quantizer (its range
+    ``max_val``, its step), so both inputs of the add are codes of one scale and their sum is an integer add in
+    hardware. A wider branch (more bits over a larger range, unclipped) would cost a threshold per code in every
+    channel of the unit before the add: at 10 bits ResNet-20's thresholds alone exceed an ECP5-85F's block RAM;
+    otherwise nothing."""
+    return stream_quant(hw, max_val, HW_BITS)
 
 
 def check_image_shape(name: str, input_shape: tuple[int, ...]) -> None:
