@@ -13,6 +13,7 @@ short phrases ([] when nothing is); ``bnnflow.hw.check.check_dataflow`` turns th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -202,6 +203,26 @@ def first_bad(ok: np.ndarray, values: np.ndarray) -> str:
     """``value at [i, j]`` of the first entry where ``ok`` is False."""
     index = tuple(int(i) for i in np.argwhere(~ok)[0])
     return f"{values[index]:g} at {list(index)}"
+
+
+#: up to this many thresholds a unit compares them all at once (a 4-bit output: 15 comparators per channel); more,
+#: and it searches them in a pipeline of log2(T + 1) compare stages, as FINN's RTL thresholding does
+PARALLEL_THRESHOLDS = 15
+
+
+def threshold_memory(thresholds: int, acc_bits: int, channels: int, pe: int) -> Memory:
+    """Where a unit keeps its thresholds: a word of all of a channel's thresholds per channel group when it compares
+    them in parallel; one threshold a word, every channel's in one deep memory per PE lane, when it searches them
+    (a search stage reads one threshold a cycle, so the ROM is deep and narrow, which block RAM holds well)."""
+    if thresholds <= PARALLEL_THRESHOLDS:
+        return Memory(thresholds * acc_bits, channels // pe, pe)
+    return Memory(acc_bits, (channels // pe) * thresholds, pe)
+
+
+def threshold_compare_luts(thresholds: int, acc_bits: int, lut_per_adder_bit: float) -> float:
+    """LUTs of the compares of one PE lane: every threshold at once, or one comparator per search stage."""
+    compares = thresholds if thresholds <= PARALLEL_THRESHOLDS else math.ceil(math.log2(thresholds + 1))
+    return compares * acc_bits * lut_per_adder_bit / 2  # comparators share the carry chain
 
 
 def threshold_problems(model, name: str, channels: int, out_type: DataType, bias: int = 0) -> list[str]:

@@ -40,6 +40,8 @@ from bnnflow.hw.ops.base import (
     fits_int32,
     frame,
     positive,
+    threshold_compare_luts,
+    threshold_memory,
     threshold_problems,
 )
 
@@ -198,7 +200,7 @@ class MVTU(HWOp):
         mems = [Memory(simd * self.weight_bits(), depth, pe)]
         n_thr = self.num_thresholds()
         if n_thr:
-            mems.append(Memory(n_thr * self.acc_bits(), self.get_nodeattr("MH") // pe, pe))
+            mems.append(threshold_memory(n_thr, self.acc_bits(), self.get_nodeattr("MH"), pe))
         return mems
 
     def lut_estimate(self, lut_inputs: int) -> int:
@@ -210,5 +212,5 @@ class MVTU(HWOp):
             in_bits = self.input_datatype().bitwidth() + self.weight_bits() - 1
             lanes = simd * in_bits + (simd - 1) * (in_bits + math.ceil(math.log2(simd)) if simd > 1 else 0)
         accumulate = acc * LUT_PER_ADDER_BIT
-        compare = self.num_thresholds() * acc * LUT_PER_ADDER_BIT / 2  # comparators share the carry chain
+        compare = threshold_compare_luts(self.num_thresholds(), acc, LUT_PER_ADDER_BIT)
         return int(round(pe * (lanes + accumulate + compare) + LUT_CONTROL))

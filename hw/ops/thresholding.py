@@ -16,7 +16,18 @@ import numpy as np
 from onnx import helper
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import HWOp, Memory, as_float, divides, divisors, frame, positive, threshold_problems
+from bnnflow.hw.ops.base import (
+    HWOp,
+    Memory,
+    as_float,
+    divides,
+    divisors,
+    frame,
+    positive,
+    threshold_compare_luts,
+    threshold_memory,
+    threshold_problems,
+)
 from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
 
 
@@ -74,9 +85,8 @@ class Thresholding(HWOp):
 
     def memories(self) -> list[Memory]:
         c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
-        width = self.num_thresholds() * self.input_datatype().bitwidth()
-        return [Memory(width, c // pe, pe)]
+        return [threshold_memory(self.num_thresholds(), self.input_datatype().bitwidth(), c, pe)]
 
     def lut_estimate(self, lut_inputs: int) -> int:
-        compare = self.num_thresholds() * self.input_datatype().bitwidth() * LUT_PER_ADDER_BIT / 2
+        compare = threshold_compare_luts(self.num_thresholds(), self.input_datatype().bitwidth(), LUT_PER_ADDER_BIT)
         return int(round(LUT_CONTROL + self.get_nodeattr("PE") * compare))
