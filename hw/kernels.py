@@ -20,6 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+#: above this many thresholds a channel, ``multithreshold`` searches them instead of comparing with each
+SEARCH_FROM = 8
+#: the largest table of counts (values x channels) ``multithreshold`` builds to look counts up
+LOOKUP_MAX = 1 << 22
+
 
 def _int(x: np.ndarray) -> np.ndarray:
     return np.asarray(x).astype(np.int64)
@@ -58,7 +63,22 @@ def multithreshold(acc: np.ndarray, thresholds: np.ndarray, bias: int = 0, signs
         acc = acc * _int(signs)
     if t.shape[0] == 1:
         t = np.broadcast_to(t, (acc.shape[-1], t.shape[1]))
-    return (acc[..., None] >= t).sum(axis=-1) + int(bias)
+    if t.shape[1] <= SEARCH_FROM or acc.size == 0:
+        return (acc[..., None] >= t).sum(axis=-1) + int(bias)
+    # Many thresholds (a multi-bit code): a count per value instead of a compare per threshold. Each channel's
+    # sorted thresholds, clipped to the accumulators' range (which changes no count), are shifted into a band of
+    # their own; a table of the count at every value of every band is looked up when it is small, else searched.
+    low, high = int(acc.min()), int(acc.max())
+    band = high - low + 2
+    channels = np.arange(t.shape[0], dtype=np.int64)
+    table = (np.sort(np.clip(t, low, high + 1), axis=1) - low + (channels * band)[:, None]).ravel()
+    keys = acc - low + channels * band
+    if band * t.shape[0] <= LOOKUP_MAX:
+        counts = np.searchsorted(table, np.arange(band * t.shape[0]), side="right")[keys]
+    else:
+        counts = np.searchsorted(table, keys, side="right")
+    counts = counts - channels * t.shape[1]
+    return counts + int(bias)
 
 
 def bipolar_dot(bits: np.ndarray, weight_bits: np.ndarray) -> np.ndarray:
