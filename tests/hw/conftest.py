@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import torch
-from onnx import TensorProto, helper
+from onnx import AttributeProto, TensorProto, helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
@@ -63,4 +63,68 @@ def threshold_pool_label_chain(pool_stride: int = 2) -> ModelWrapper:
         model.set_tensor_datatype(name, DataType[dtype])
     for name, shape in (("a", [1, 4, 4, 6]), ("p", [1, side, side, 6]), ("f", [1, labels])):
         model.set_tensor_shape(name, shape)
+    return model
+
+
+def hw_node(op_type: str, inputs: list[str], outputs: list[str], name: str | None = None, **attrs):
+    """A ``bnnflow.hw`` node; list attributes typed explicitly (onnx cannot infer the type of an empty list)."""
+    node = helper.make_node(op_type, inputs, outputs, domain=DOMAIN, name=name or f"{op_type}_0")
+    for key, value in attrs.items():
+        kind = AttributeProto.INTS if isinstance(value, list) else None
+        node.attribute.append(helper.make_attribute(key, value, attr_type=kind))
+    return node
+
+
+def graph_of(nodes: list, tensors: dict[str, tuple[list[int], str]], inputs: list[str], outputs: list[str],
+             initializers: dict[str, np.ndarray] | None = None, batch: int = 1) -> ModelWrapper:
+    """A graph of ``nodes``; ``tensors`` gives each stream's frame shape (``batch`` is prepended) and datatype."""
+    def info(name: str):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, *tensors[name][0]])
+
+    graph = helper.make_graph(nodes, "dag", [info(n) for n in inputs], [info(n) for n in outputs],
+                              value_info=[info(n) for n in tensors if n not in inputs + outputs])
+    model = ModelWrapper(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                                 helper.make_opsetid(DOMAIN, 1)]))
+    for name, value in (initializers or {}).items():
+        model.set_initializer(name, np.asarray(value, dtype=np.float32))
+    for name, (_, dtype) in tensors.items():
+        model.set_tensor_datatype(name, DataType[dtype])
+    return model
+
+
+def residual_dag() -> ModelWrapper:
+    """Every op of a residual network, built by hand: a fork; on one branch a subsampling and a channel
+    zero-extension (an option-A shortcut), on the other a zero-padded strided window into a multi-bit MVTU; the
+    join, a global sum pool, and thresholds on negated channels with a signed output; then a flatten."""
+    rng = np.random.default_rng(11)
+    signs = rng.choice([-1, 1], 8)
+    signs[:2] = [-1, 1]
+    nodes = [
+        hw_node("DuplicateStreams", ["x"], ["a", "b"], NumChannels=4, NumOutputStreams=2, PE=2, numInputVectors=[4, 4],
+                inputDataType="UINT2", outputDataType="UINT2"),
+        hw_node("Downsample", ["a"], ["d"], NumChannels=4, ImgDim=[4, 4], OutDim=[2, 2], Offset=[1, 0], Stride=[2, 2],
+                PE=4, inputDataType="UINT2", outputDataType="UINT2"),
+        hw_node("ChannelPad", ["d"], ["c"], NumChannels=4, PadBefore=2, PadAfter=2, PadValue=0, PE=2,
+                numInputVectors=[2, 2], inputDataType="UINT2", outputDataType="UINT2"),
+        hw_node("SlidingWindow", ["b"], ["p"], IFMChannels=4, IFMDim=[4, 4], OFMDim=[2, 2], ConvKernelDim=[3, 3],
+                Stride=[2, 2], SIMD=2, Padding=[1, 1, 1, 1], PadValue=0, inputDataType="UINT2", outputDataType="UINT2"),
+        hw_node("MVTU", ["p", "w", "t"], ["m"], MW=36, MH=8, PE=4, SIMD=2, numInputVectors=[2, 2],
+                inputDataType="UINT2", outputDataType="UINT2", weightDataType="INT2", accDataType="INT10"),
+        hw_node("AddStreams", ["c", "m"], ["s"], NumChannels=8, PE=8, numInputVectors=[2, 2], inputDataType="UINT2",
+                input2DataType="UINT2", outputDataType="UINT3"),
+        hw_node("SumPool", ["s"], ["g"], NumChannels=8, ImgDim=[2, 2], PoolDim=[2, 2], Stride=[2, 2], PE=2,
+                inputDataType="UINT3", outputDataType="UINT5"),
+        hw_node("Thresholding", ["g", "tg", "signs"], ["q"], NumChannels=8, PE=4, numInputVectors=[1, 1], outputBias=-2,
+                inputSigns=1, inputDataType="UINT5", outputDataType="INT2"),
+        helper.make_node("Reshape", ["q", "shape"], ["y"], name="Reshape_0"),
+    ]
+    tensors = {"x": ([4, 4, 4], "UINT2"), "a": ([4, 4, 4], "UINT2"), "b": ([4, 4, 4], "UINT2"),
+               "d": ([2, 2, 4], "UINT2"), "c": ([2, 2, 8], "UINT2"), "p": ([2, 2, 36], "UINT2"),
+               "m": ([2, 2, 8], "UINT2"), "s": ([2, 2, 8], "UINT3"), "g": ([1, 1, 8], "UINT5"),
+               "q": ([1, 1, 8], "INT2"), "y": ([8], "INT2")}
+    initializers = {"w": rng.integers(-2, 2, (36, 8)), "t": np.sort(rng.integers(-12, 12, (8, 3)), axis=1),
+                    "tg": np.sort(rng.integers(-14, 14, (8, 3)), axis=1), "signs": signs,
+                    "shape": np.asarray([-1, 8])}
+    model = graph_of(nodes, tensors, ["x"], ["y"], initializers)
+    model.set_initializer("shape", np.asarray([-1, 8], dtype=np.int64))
     return model

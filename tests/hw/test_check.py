@@ -23,7 +23,7 @@ from bnnflow.hw.rtl.generate import generate_rtl
 from bnnflow.hw.simulator import Simulator
 from bnnflow.pipeline.execute import execute
 from bnnflow.pipeline.onnx_files import save_model
-from tests.hw.conftest import build_dataflow, fresh
+from tests.hw.conftest import build_dataflow, fresh, graph_of, hw_node, residual_dag
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,8 @@ BAD_GRAPHS = {
     "fractional-threshold": ("digits", _edit("MVTU_1_thresholds", _at((2, 0), 64.5)), "threshold 64.5 at [2, 0]"),
     "infinite-threshold": ("digits", _edit("MVTU_2_thresholds", _at((5, 0), np.inf)), "threshold inf at [5, 0]"),
     "thresholds-beyond-output": ("digits", _edit("MVTU_1_thresholds", lambda t: np.concatenate([t, t + 1], axis=1)),
-                                 "counts up to 2 thresholds per channel, which outputDataType BINARY cannot hold"),
+                                 "outputs 0 .. 2 (2 thresholds per channel from 0), which outputDataType BINARY cannot "
+                                 "hold"),
     "threshold-shape": ("digits", _edit("MVTU_1_thresholds", lambda t: t[:64]), "not (128, T) or (1, T)"),
     "pe-not-dividing-mh": ("digits", lambda m: _set(m, "MVTU_1", PE=3), "PE = 3, which does not divide MH = 128"),
     "simd-not-dividing-mw": ("digits", lambda m: _set(m, "MVTU_0", SIMD=5), "SIMD = 5, which does not divide MW = 64"),
@@ -105,14 +106,14 @@ BAD_GRAPHS = {
     "missing-attribute": ("digits", lambda m: _node(m, "MVTU_2").attribute.remove(
         next(a for a in _node(m, "MVTU_2").attribute if a.name == "MH")), "lacks the required attribute MH"),
     "accumulator-beyond-output": ("digits", lambda m: _set_type(m, "MVTU_3", "UINT4"),
-                                  "accumulators in [0, 128], which outputDataType UINT4 cannot hold"),
+                                  "accumulators in [-128, 128], which outputDataType UINT4 cannot hold"),
     "annotation-disagrees": ("digits", lambda m: m.set_tensor_datatype(_node(m, "MVTU_1").output[0], DataType["UINT2"]),
                              "is annotated UINT2"),
     "unknown-op": ("digits", lambda m: setattr(_node(m, "MVTU_3"), "op_type", "MVAU"), "MVTU_3 (MVAU) is not a hardware"),
     "standard-op": ("digits", _insert_relu, "Relu_0 (Relu) is not a hardware op"),
     "unnamed-node": ("digits", _rename("MVTU_1", ""), "MVTU #1 (no name) needs a name"),
     "duplicate-name": ("digits", _rename("MVTU_2", "mvtu_1"), "the name of an earlier node"),
-    "not-a-chain": ("digits", _skip_mvtu_1, "a dataflow graph is a chain"),
+    "skipped-layer": ("digits", _skip_mvtu_1, "the stream act_0 has 2 readers; every stream has one"),
     "window-output-size": ("cnv", lambda m: _set(m, "SlidingWindow_1", OFMDim=[29, 29]),
                            "OFMDim = [29, 29], but IFMDim [30, 30], ConvKernelDim [3, 3] and Stride [1, 1] make [28, 28]"),
     "window-simd": ("cnv", lambda m: _set(m, "SlidingWindow_2", SIMD=5), "SIMD = 5, which does not divide IFMChannels"),
@@ -217,3 +218,42 @@ def test_unsorted_thresholds_count_the_same_and_pass() -> None:
         outputs.append(Simulator(model).run(np.arange(-30, 30).reshape(5, 3, 4)))
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert len(np.unique(outputs[0])) > 2
+
+
+def _fork_join(outputs: int = 2, fork: bool = True) -> ModelWrapper:
+    """x -> DuplicateStreams -> (a, b[, c]) -> AddStreams(a, b) -> y; without the fork the join reads x twice."""
+    names = ["a", "b", "c"][:outputs]
+    nodes = [hw_node("AddStreams", names[:2] if fork else ["x", "x"], ["y"], NumChannels=4, numInputVectors=[3],
+                     inputDataType="INT3", input2DataType="INT3", outputDataType="INT4")]
+    if fork:
+        nodes.insert(0, hw_node("DuplicateStreams", ["x"], names, NumChannels=4, NumOutputStreams=outputs,
+                                numInputVectors=[3], inputDataType="INT3", outputDataType="INT3"))
+    tensors = {"x": ([3, 4], "INT3"), **{name: ([3, 4], "INT3") for name in names}, "y": ([3, 4], "INT4")}
+    return graph_of(nodes, tensors, ["x"], ["y"])
+
+
+def test_a_fork_and_a_join_pass_and_simulate():
+    model = _fork_join()
+    assert check_dataflow(model) == {"hw_ops": 2, "reshapes": 0}
+    x = np.random.default_rng(3).integers(-4, 4, (10, 3, 4))
+    np.testing.assert_array_equal(Simulator(model).run(x), 2 * x)
+
+
+@pytest.mark.parametrize(("model", "needle"), [
+    (lambda: _fork_join(fork=False), "the stream x has 2 readers; every stream has one (a fork is a DuplicateStreams)"),
+    (lambda: _fork_join(outputs=3), "the stream c has 0 readers; every stream has one"),
+], ids=["two-readers", "no-reader"])
+def test_check_refuses_a_stream_without_exactly_one_reader(model, needle) -> None:
+    with pytest.raises(UnsupportedGraphError) as refused:
+        check_dataflow(model())
+    message = str(refused.value)
+    assert needle in message and "\n" not in message and message.startswith("dataflow graph: ")
+
+
+def test_check_refuses_a_node_before_the_nodes_it_reads() -> None:
+    model = residual_dag()
+    join = next(node for node in model.graph.node if node.op_type == "AddStreams")
+    model.graph.node.remove(join)
+    model.graph.node.insert(0, join)
+    with pytest.raises(UnsupportedGraphError, match="AddStreams_0 .* reads c before any node writes it"):
+        check_dataflow(model)

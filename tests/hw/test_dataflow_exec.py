@@ -13,7 +13,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.hw.boards import XILINX, get_board
-from bnnflow.hw.convert import to_dataflow
+from bnnflow.hw.convert import from_accelerator, output_to_accelerator, to_accelerator, to_dataflow
 from bnnflow.hw.folding import fold_for_board, fold_for_fps
 from bnnflow.models import create_model
 from bnnflow.pipeline.compile.streamline import streamline_model
@@ -62,15 +62,15 @@ def numpy_forward(dataflow: ModelWrapper, x: np.ndarray) -> np.ndarray:
         assert node.op_type == "MVTU"
         op = getCustomOp(node)
         w = dataflow.get_initializer(node.input[1]).astype(np.int64)
-        if op.get_nodeattr("binaryXnorMode"):
-            acc = ((2 * acts - 1) @ (2 * w - 1) + w.shape[0]) // 2
+        if op.get_nodeattr("binaryXnorMode"):  # bits stand for +-1: the bipolar dot product
+            acc = (2 * acts - 1) @ (2 * w - 1)
         else:
             acc = acts @ w
         if op.get_nodeattr("noActivation"):
             acts = acc
         else:
             t = dataflow.get_initializer(node.input[2]).astype(np.int64)
-            acts = (t[None, :, :] <= acc[:, :, None]).sum(axis=-1)
+            acts = (t[None, :, :] <= acc[:, :, None]).sum(axis=-1) + op.get_nodeattr("outputBias")
     return acts
 
 
@@ -111,8 +111,10 @@ def test_dataflow_reproduces_streamlined_boundary(tfc):
     assert hw_in == dataflow.graph.input[0].name
     images = np.random.default_rng(7).random((SAMPLES, 1, 28, 28)).astype(np.float32)
     levels = execute(streamlined, images, [hw_in, hw_out])
-    hardware = execute(dataflow, levels[hw_in])[dataflow.graph.output[0].name]
-    assert np.array_equal(hardware.reshape(SAMPLES, -1), levels[hw_out].reshape(SAMPLES, -1))
+    hardware = execute(dataflow, to_accelerator(dataflow, levels[hw_in]))[dataflow.graph.output[0].name]
+    assert np.array_equal(hardware, output_to_accelerator(dataflow, levels[hw_out]))
+    assert np.array_equal(from_accelerator(dataflow, hardware), levels[hw_out])
+    assert len({tuple(row) for row in hardware.reshape(SAMPLES, -1)}) > 1
 
 
 @pytest.fixture(scope="module")

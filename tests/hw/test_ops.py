@@ -100,37 +100,55 @@ def mvtu_node(mw, mh, *, xnor, thresholds, in_dtype, w_dtype, out_dtype, acc_dty
                      outputDataType=out_dtype, weightDataType=w_dtype, accDataType=acc_dtype)
 
 
-def test_mvtu_xnor_with_thresholds_matches_bipolar_popcount():
+def test_mvtu_xnor_with_thresholds_matches_bipolar_dot_product():
     rng = np.random.default_rng(RNG_SEED)
     n, mw, mh = 16, 24, 8
     x = rng.integers(0, 2, size=(n, mw))
     w = rng.integers(0, 2, size=(mw, mh))
-    dot = (2 * x - 1) @ (2 * w - 1)  # bipolar dot product
-    acc = (dot + mw) // 2  # popcount(xnor(x, w))
-    assert np.all((dot + mw) % 2 == 0)
-    t = ascending_thresholds(rng, mh, 1, 0, mw, acc)
+    acc = (2 * x - 1) @ (2 * w - 1)  # bits stand for +-1: the bipolar dot product, in [-MW, MW]
+    assert (acc < 0).any() and (acc > 0).any()
+    t = ascending_thresholds(rng, mh, 1, -mw, mw, acc)
     node = mvtu_node(mw, mh, xnor=True, thresholds=True, in_dtype="BINARY", w_dtype="BINARY", out_dtype="BINARY",
-                     acc_dtype="UINT5", pe=2, simd=4)
-    model = make_model(node, (n, mw), "BINARY", (n, mh), "BINARY", {"w": (w, "BINARY"), "t": (t, "UINT5")})
+                     acc_dtype="INT6", pe=2, simd=4)
+    model = make_model(node, (n, mw), "BINARY", (n, mh), "BINARY", {"w": (w, "BINARY"), "t": (t, "INT6")})
     got = run(model, x)
     expected = np_threshold(acc, t)
     assert got.shape == (n, mh)
     assert np.array_equal(got, expected)
     assert set(np.unique(got)) == {0, 1}  # a non-trivial binary output
+    popcount_thresholds = np_threshold((acc + mw) // 2, t)  # the old semantics: thresholds on the popcount
+    assert not np.array_equal(got, popcount_thresholds)
 
 
-def test_mvtu_xnor_without_activation_gives_popcount():
+def test_mvtu_xnor_with_output_bias_gives_signed_codes():
+    rng = np.random.default_rng(RNG_SEED + 9)
+    n, mw, mh = 20, 16, 6
+    x = rng.integers(0, 2, size=(n, mw))
+    w = rng.integers(0, 2, size=(mw, mh))
+    acc = (2 * x - 1) @ (2 * w - 1)
+    t = ascending_thresholds(rng, mh, 3, -8, 8, acc)
+    node = make_node("MVTU", ["x", "w", "t"], MW=mw, MH=mh, PE=3, SIMD=8, binaryXnorMode=1, outputBias=-2,
+                     inputDataType="BINARY", outputDataType="INT2", weightDataType="BINARY", accDataType="INT6")
+    model = make_model(node, (n, mw), "BINARY", (n, mh), "INT2", {"w": (w, "BINARY"), "t": (t, "INT6")})
+    got = run(model, x)
+    assert np.array_equal(got, np_threshold(acc, t) - 2)
+    assert set(np.unique(got)) == {-2, -1, 0, 1}
+
+
+def test_mvtu_xnor_without_activation_gives_bipolar_dot_product():
     rng = np.random.default_rng(RNG_SEED + 1)
     n, mw, mh = 8, 32, 10
     x = rng.integers(0, 2, size=(n, mw))
     w = rng.integers(0, 2, size=(mw, mh))
-    expected = ((2 * x - 1) @ (2 * w - 1) + mw) // 2
-    node = mvtu_node(mw, mh, xnor=True, thresholds=False, in_dtype="BINARY", w_dtype="BINARY", out_dtype="UINT6",
-                     acc_dtype="UINT6")
-    model = make_model(node, (n, mw), "BINARY", (n, mh), "UINT6", {"w": (w, "BINARY")})
+    expected = np.zeros((n, mh), dtype=np.int64)
+    for i, j in itertools.product(range(n), range(mh)):
+        expected[i, j] = sum(1 if x[i, k] == w[k, j] else -1 for k in range(mw))  # agreements minus disagreements
+    node = mvtu_node(mw, mh, xnor=True, thresholds=False, in_dtype="BINARY", w_dtype="BINARY", out_dtype="INT7",
+                     acc_dtype="INT7")
+    model = make_model(node, (n, mw), "BINARY", (n, mh), "INT7", {"w": (w, "BINARY")})
     got = run(model, x)
     assert np.array_equal(got, expected)
-    assert got.min() >= 0 and got.max() <= mw
+    assert got.min() >= -mw and got.max() <= mw and (got < 0).any()
 
 
 def test_mvtu_xnor_conv_form_over_input_vectors():
@@ -141,12 +159,12 @@ def test_mvtu_xnor_conv_form_over_input_vectors():
     w = rng.integers(0, 2, size=(mw, mh))
     acc = np.zeros((n, oh, ow, mh), dtype=np.int64)
     for b, i, j in itertools.product(range(n), range(oh), range(ow)):
-        acc[b, i, j] = ((2 * x[b, i, j] - 1) @ (2 * w - 1) + mw) // 2
-    t = ascending_thresholds(rng, mh, 1, 0, mw, acc)
+        acc[b, i, j] = (2 * x[b, i, j] - 1) @ (2 * w - 1)
+    t = ascending_thresholds(rng, mh, 1, -mw, mw, acc)
     node = mvtu_node(mw, mh, xnor=True, thresholds=True, in_dtype="BINARY", w_dtype="BINARY", out_dtype="BINARY",
-                     acc_dtype="UINT5", vectors=(oh, ow))
+                     acc_dtype="INT6", vectors=(oh, ow))
     model = make_model(node, (n, oh, ow, mw), "BINARY", (n, oh, ow, mh), "BINARY",
-                       {"w": (w, "BINARY"), "t": (t, "UINT5")})
+                       {"w": (w, "BINARY"), "t": (t, "INT6")})
     got = run(model, x)
     assert got.shape == (n, oh, ow, mh)
     assert np.array_equal(got, np_threshold(acc, t))
@@ -462,9 +480,11 @@ def test_label_select_folding_and_luts():
 
 
 def test_every_op_is_registered_under_the_domain():
-    assert set(custom_op) == {"MVTU", "SlidingWindow", "StreamingMaxPool", "Thresholding", "LabelSelect"}
-    node = label_node(10)
-    assert type(getCustomOp(node)) is custom_op["LabelSelect"]
+    assert set(custom_op) == {"MVTU", "SlidingWindow", "StreamingMaxPool", "Thresholding", "LabelSelect",
+                              "AddStreams", "DuplicateStreams", "SumPool", "Downsample", "ChannelPad"}
+    for op_type, cls in custom_op.items():
+        node = helper.make_node(op_type, ["x"], ["y"], domain=DOMAIN)
+        assert type(getCustomOp(node)) is cls and issubclass(cls, HWOp)
 
 
 def test_infer_node_datatype_sets_the_output_datatype():

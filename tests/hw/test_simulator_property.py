@@ -2,9 +2,11 @@
 
 Each example builds a QONNX graph by hand (an 8-bit or binary input quantizer, 1-3 binary layers with
 BatchNorm whose scales may be negative or zero and whose means sit exactly on reachable accumulators or far
-outside the range, so thresholds land on the edges; or a small CNN with max-pooling), compiles it, folds it at
-random, and compares the simulator with qonnx's executor on the dataflow graph, that with the streamlined
-graph's boundary tensor, and the streamlined graph with the original. Examples are derandomized (seeded), so CI
+outside the range, so thresholds land on the edges; or a small CNN with max-pooling), names its nodes as export's
+cleanup does, compiles it, folds it at random, and compares the simulator with qonnx's executor on the dataflow
+graph, that with the streamlined graph's boundary tensors mapped to the accelerator's layout (NHWC codes, +-1 as
+bits: ``to_accelerator`` / ``output_to_accelerator``) and back (``from_accelerator``), and the streamlined graph
+with the original. Examples are derandomized (seeded), so CI
 sees the same 250 networks every run.
 """
 
@@ -17,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation.general import GiveUniqueNodeNames
 from qonnx.transformation.infer_shapes import InferShapes
 
-from bnnflow.hw.convert import to_dataflow
+from bnnflow.hw.convert import from_accelerator, output_to_accelerator, to_accelerator, to_dataflow
 from bnnflow.hw.folding import _units
 from bnnflow.hw.simulator import Simulator
 from bnnflow.pipeline.compile.streamline import streamline_model
@@ -31,6 +34,11 @@ QONNX = "qonnx.custom_op.general"
 def _const(inits: list, name: str, value) -> str:
     inits.append(helper.make_tensor(name, TensorProto.FLOAT, np.shape(value), np.asarray(value, np.float32).ravel()))
     return name
+
+
+def _named(model) -> ModelWrapper:
+    """The hand-built graph with shapes and unique node names, as export's qonnx cleanup leaves every model."""
+    return ModelWrapper(model).transform(InferShapes()).transform(GiveUniqueNodeNames())
 
 
 @st.composite
@@ -75,7 +83,7 @@ def networks(draw):
     inputs = rng.integers(0, 256, (24, widths[0])) / 255.0
     if binary_input:
         inputs = rng.choice([-1.0, 0.0, 1.0], (24, widths[0]))  # exact zeros: sign(0) = +1
-    return ModelWrapper(model).transform(InferShapes()), inputs.astype(np.float32), draw(st.integers(0, 2**32 - 1))
+    return _named(model), inputs.astype(np.float32), draw(st.integers(0, 2**32 - 1))
 
 
 @settings(max_examples=200, deadline=None, derandomize=True,
@@ -84,6 +92,8 @@ def networks(draw):
 def test_simulator_equals_qonnx_on_random_networks(example) -> None:
     model, inputs, fold_seed = example
     streamlined = streamline_model(model)
+    if not in_hardware(streamlined):
+        return _check_streamlined(model, streamlined, inputs)
     dataflow = to_dataflow(streamlined)
     chooser = random.Random(fold_seed)
     for unit in _units(dataflow):
@@ -91,20 +101,35 @@ def test_simulator_equals_qonnx_on_random_networks(example) -> None:
     hw_in = dataflow.get_metadata_prop("bnnflow.streamlined_input")
     hw_out = dataflow.get_metadata_prop("bnnflow.streamlined_output")
     levels = execute(streamlined, inputs, [hw_in, hw_out])
-    reference = execute(dataflow, levels[hw_in])[dataflow.graph.output[0].name]
-    np.testing.assert_array_equal(reference, levels[hw_out])
-    np.testing.assert_array_equal(Simulator(dataflow).run(levels[hw_in]), reference.astype(np.int64))
-    # The streamlined graph equals the hand-built QONNX graph it came from: bit for bit when the last layer is
-    # binary (integer accumulators times nothing); when the only layer is the 8-bit input layer, the original
-    # sums float products (codes times 1/255) and may differ in the last bits from the integer sum times 1/255.
+    frames = to_accelerator(dataflow, levels[hw_in])
+    in_type = dataflow.get_tensor_datatype(dataflow.graph.input[0].name)
+    assert frames.min() >= in_type.min() and frames.max() <= in_type.max()  # codes of the input datatype
+    reference = execute(dataflow, frames)[dataflow.graph.output[0].name]
+    np.testing.assert_array_equal(reference, output_to_accelerator(dataflow, levels[hw_out]))
+    np.testing.assert_array_equal(from_accelerator(dataflow, reference), levels[hw_out])
+    np.testing.assert_array_equal(Simulator(dataflow).run(frames), reference.astype(np.int64))
+    _check_streamlined(model, streamlined, inputs)
+
+
+def in_hardware(streamlined: ModelWrapper) -> bool:
+    """Whether the compiler put any layer in hardware: a network of one 8-bit layer with a float output does not
+    (its float sum of codes times 1/255 is not reproducible from the integer sum), and stays on the host."""
+    return streamlined.get_metadata_prop("bnnflow.streamlined_input") != \
+        streamlined.get_metadata_prop("bnnflow.streamlined_output")
+
+
+def _check_streamlined(model: ModelWrapper, streamlined: ModelWrapper, inputs: np.ndarray) -> None:
+    """The streamlined graph equals the hand-built QONNX graph it came from: bit for bit when the last layer reads
+    binary activations (integer accumulators of +-1 products); when the only layer is the 8-bit input layer, the
+    original sums float products (codes times 1/255) and may differ in the last bits from the integer sum times
+    1/255."""
     got = execute(streamlined, inputs)[streamlined.graph.output[0].name]
     want = execute(model, inputs)[model.graph.output[0].name]
-    last = [n.op_type for n in streamlined.graph.node if n.op_type in ("MatMul", "XnorPopcountMatMul")][-1]
-    if last == "XnorPopcountMatMul":
+    last = [n for n in streamlined.graph.node if n.op_type in ("MatMul", "Conv")][-1]
+    if streamlined.get_tensor_datatype(last.input[0]).bitwidth() == 1:
         np.testing.assert_array_equal(got, want)
     else:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
 
 @st.composite
 def conv_networks(draw):
@@ -150,7 +175,7 @@ def conv_networks(draw):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX, 1)])
     model.ir_version = 9
     inputs = (rng.integers(0, 256, (12, channels[0], size, size)) / 255.0).astype(np.float32)
-    return ModelWrapper(model).transform(InferShapes()), inputs, draw(st.integers(0, 2**32 - 1))
+    return _named(model), inputs, draw(st.integers(0, 2**32 - 1))
 
 
 @settings(max_examples=50, deadline=None, derandomize=True,

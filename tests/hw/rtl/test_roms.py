@@ -103,10 +103,19 @@ def _values(design: RtlDesign, widths: dict[str, int], out: str) -> dict[str, np
 
 
 def _expected_thresholds(model, layer: Layer) -> np.ndarray:
-    """The thresholds the ROM must hold: the chain's INT6 input clips them to [-32, 32]; digits' are in range."""
+    """The thresholds the ROM must hold: the chain's INT6 input clips them to [-32, 32]; digits' are in range, and
+    its XNOR units count agreements, so a threshold t on the bipolar accumulator 2 * count - MW becomes the fewest
+    agreements that reach it (MW + 1: never), found by trying every count."""
     node = next(node for node in model.graph.node if node.name == layer.name)
     thresholds = model.get_initializer(node.input[-1]).astype(np.int64)
-    return np.clip(thresholds, -32, 32) if layer.module == "bnn_threshold" else thresholds
+    if layer.module == "bnn_threshold":
+        return np.clip(thresholds, -32, 32)
+    if layer.params["XNOR"]:
+        mw = layer.params["MW"]
+        counts = np.arange(mw + 2)
+        return np.array([[int(counts[(2 * counts - mw >= t) | (counts == mw + 1)][0]) for t in row]
+                         for row in thresholds])
+    return thresholds
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="needs Icarus Verilog (Debian: apt-get install iverilog)")

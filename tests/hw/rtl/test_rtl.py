@@ -16,21 +16,22 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
+from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.boards import ECP5
 from bnnflow.hw.convert import to_dataflow
-from bnnflow.hw.estimates import timing
+from bnnflow.hw.estimates import hw_ops, timing
 from bnnflow.hw.folding import _units, fold_for_fps
 from bnnflow.hw.rtl import cosim, verilator
-from bnnflow.hw.rtl.generate import ACCEL_TOP, generate_rtl
+from bnnflow.hw.rtl.generate import ACCEL_TOP, _rtl_gap, generate_rtl
 from bnnflow.hw.rtl.stream import StreamFormat, decode, encode, read_hex, write_hex
 from bnnflow.hw.simulator import Simulator
 from bnnflow.pipeline.compile.streamline import streamline_model
 from bnnflow.pipeline.export import export_model
-from tests.hw.conftest import build_dataflow, threshold_pool_label_chain
-from tests.hw.test_simulator_property import conv_networks, networks
+from tests.hw.conftest import build_dataflow, graph_of, hw_node, threshold_pool_label_chain
+from tests.hw.test_simulator_property import conv_networks, in_hardware, networks
 
 
 def random_inputs(simulator: Simulator, count: int, seed: int = 0) -> np.ndarray:
@@ -60,7 +61,10 @@ def check_design(model, folder: Path, frames: int = 24, seed: int = 0) -> dict:
 def test_random_mlps_cosimulate_exactly(tmp_path: Path, example) -> None:
     model, _, fold_seed = example
     chooser = random.Random(fold_seed)
-    dataflow = to_dataflow(streamline_model(model), label_select=chooser.random() < 0.5)
+    streamlined = streamline_model(model)
+    if not in_hardware(streamlined):
+        return  # one 8-bit layer with a float output stays on the host: no accelerator to build
+    dataflow = to_dataflow(streamlined, label_select=chooser.random() < 0.5)
     for unit in _units(dataflow):
         unit.apply(chooser.choice(unit.options))
     check_design(dataflow, tmp_path / f"mlp{fold_seed}", seed=fold_seed % 1000)
@@ -184,3 +188,121 @@ def test_threshold_pool_and_label_chain_cosimulates(tmp_path: Path) -> None:
     modules = {name.removesuffix(".v") for name in interface["sources"]}
     assert {"bnn_threshold", "bnn_maxpool", "bnn_dwc", "bnn_label_select"} <= modules
     assert report["samples"] == 30
+
+
+def _mvtu_chain(first: dict, second: dict, seed: int) -> ModelWrapper:
+    """x (BINARY, MW bits) -> MVTU_0 (XNOR) -> MVTU_1, by hand: thresholds drawn over and beyond the reachable
+    accumulators, odd and even (a bipolar dot product of MW bits has MW's parity), so the RTL's mapping onto
+    popcounts meets every rounding case."""
+    rng = np.random.default_rng(seed)
+    nodes, initializers = [], {}
+    tensors = {"x": ([first["MW"]], "BINARY")}
+    source = "x"
+    for i, spec in enumerate((first, second)):
+        spec = dict(spec)
+        thresholds = spec.pop("thresholds", 0)
+        mw, mh = spec["MW"], spec["MH"]
+        if spec.get("binaryXnorMode"):
+            initializers[f"w{i}"], wtype = rng.integers(0, 2, (mw, mh)), "BINARY"
+        else:
+            initializers[f"w{i}"], wtype = rng.choice([-1, 1], (mw, mh)), "BIPOLAR"
+        inputs = [source, f"w{i}"]
+        if thresholds:
+            initializers[f"t{i}"] = np.sort(rng.integers(-mw - 2, mw + 3, (mh, thresholds)), axis=1)
+            inputs.append(f"t{i}")
+        nodes.append(hw_node("MVTU", inputs, [f"y{i}"], name=f"MVTU_{i}", noActivation=int(not thresholds),
+                             inputDataType=tensors[source][1], weightDataType=wtype, accDataType="INT12", **spec))
+        tensors[f"y{i}"] = ([mh], spec["outputDataType"])
+        source = f"y{i}"
+    return graph_of(nodes, tensors, ["x"], [source], initializers)
+
+
+XNOR_CHAINS = {
+    # thresholds on the bipolar accumulator, then the accumulator itself as a signed output
+    "thresholds-then-accumulator": (
+        {"MW": 32, "MH": 16, "PE": 4, "SIMD": 8, "binaryXnorMode": 1, "thresholds": 1, "outputDataType": "BINARY"},
+        {"MW": 16, "MH": 10, "PE": 2, "SIMD": 4, "binaryXnorMode": 1, "outputDataType": "INT6"}),
+    # three thresholds from outputBias -2 (signed 2-bit codes) into a layer of bipolar weights on those codes
+    "signed-codes": (
+        {"MW": 24, "MH": 8, "PE": 8, "SIMD": 3, "binaryXnorMode": 1, "thresholds": 3, "outputBias": -2,
+         "outputDataType": "INT2"},
+        {"MW": 8, "MH": 5, "PE": 1, "SIMD": 2, "outputDataType": "INT6"}),
+}
+
+
+@pytest.mark.parametrize("chain", list(XNOR_CHAINS))
+def test_xnor_mvtu_with_and_without_thresholds_cosimulates_exactly(tmp_path: Path, chain: str) -> None:
+    model = _mvtu_chain(*XNOR_CHAINS[chain], seed=len(chain))
+    simulator = Simulator(model)
+    inputs = random_inputs(simulator, 30, seed=5)
+    outputs = simulator.run(inputs)
+    assert (outputs < 0).any() and (outputs > 0).any()  # signed outputs: the bipolar accumulator, the biased codes
+    report = check_design(model, tmp_path / chain, frames=30, seed=5)
+    assert report["samples"] == 30
+
+
+def _one_op(node, tensors: dict, initializers: dict | None = None, outputs: list[str] | None = None) -> ModelWrapper:
+    return graph_of([node], tensors, [node.input[0]], outputs or [node.output[0]], initializers)
+
+
+def _refused_graphs() -> dict[str, tuple[ModelWrapper, str]]:
+    """One legal dataflow graph per op (or option) the Verilog library lacks, that op first in it; the text its
+    refusal must hold."""
+    window = dict(IFMChannels=2, IFMDim=[4, 4], OFMDim=[4, 4], ConvKernelDim=[3, 3], Stride=[1, 1],
+                  Padding=[1, 1, 1, 1], PadValue=0, inputDataType="BINARY", outputDataType="BINARY")
+    corrected = hw_node("MVTU", ["x", "w", "corr"], ["y"], MW=18, MH=2, binaryXnorMode=1, noActivation=1,
+                        numInputVectors=[4, 4], padCorrection=1, correctionRows=[0, 1, 1, 2],
+                        correctionCols=[0, 1, 1, 2], inputDataType="BINARY", outputDataType="INT6",
+                        weightDataType="BINARY", accDataType="INT6")
+    signs = hw_node("Thresholding", ["x", "t", "s"], ["y"], NumChannels=4, numInputVectors=[2], inputSigns=1,
+                    inputDataType="INT4", outputDataType="BINARY")
+    fork = hw_node("DuplicateStreams", ["x"], ["a", "b"], NumChannels=4, NumOutputStreams=2, numInputVectors=[2],
+                   inputDataType="INT3", outputDataType="INT3")
+    join = hw_node("AddStreams", ["a", "b"], ["y"], NumChannels=4, numInputVectors=[2], inputDataType="INT3",
+                   input2DataType="INT3", outputDataType="INT4")
+    no_module = "has no Verilog module yet"
+    return {
+        "SlidingWindow-padding": (_one_op(hw_node("SlidingWindow", ["x"], ["y"], **window),
+                                          {"x": ([4, 4, 2], "BINARY"), "y": ([4, 4, 18], "BINARY")}),
+                                  "SlidingWindow_0 (SlidingWindow) pads its input by [1, 1, 1, 1]"),
+        "MVTU-padCorrection": (_one_op(corrected, {"x": ([4, 4, 18], "BINARY"), "y": ([4, 4, 2], "INT6")},
+                                       {"w": np.ones((18, 2)), "corr": np.ones((9, 2))}),
+                               "MVTU_0 (MVTU) corrects zero padding per border position"),
+        "Thresholding-inputSigns": (_one_op(signs, {"x": ([2, 4], "INT4"), "y": ([2, 4], "BINARY")},
+                                            {"t": np.zeros((4, 1)), "s": np.asarray([1, -1, 1, -1])}),
+                                    "Thresholding_0 (Thresholding) thresholds negated channels (inputSigns)"),
+        "SumPool": (_one_op(hw_node("SumPool", ["x"], ["y"], NumChannels=3, ImgDim=[4, 4], PoolDim=[2, 2],
+                                    Stride=[2, 2], inputDataType="UINT2", outputDataType="UINT4"),
+                            {"x": ([4, 4, 3], "UINT2"), "y": ([2, 2, 3], "UINT4")}), f"SumPool_0 (SumPool) {no_module}"),
+        "Downsample": (_one_op(hw_node("Downsample", ["x"], ["y"], NumChannels=3, ImgDim=[4, 4], OutDim=[2, 2],
+                                       Stride=[2, 2], inputDataType="UINT2", outputDataType="UINT2"),
+                               {"x": ([4, 4, 3], "UINT2"), "y": ([2, 2, 3], "UINT2")}),
+                       f"Downsample_0 (Downsample) {no_module}"),
+        "ChannelPad": (_one_op(hw_node("ChannelPad", ["x"], ["y"], NumChannels=3, PadAfter=3, numInputVectors=[2],
+                                       inputDataType="UINT2", outputDataType="UINT2"),
+                               {"x": ([2, 3], "UINT2"), "y": ([2, 6], "UINT2")}),
+                       f"ChannelPad_0 (ChannelPad) {no_module}"),
+        "DuplicateStreams": (graph_of([fork, join], {name: ([2, 4], "INT3") for name in "xab"} | {"y": ([2, 4], "INT4")},
+                                      ["x"], ["y"]), f"DuplicateStreams_0 (DuplicateStreams) {no_module}"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_refused_graphs()))
+def test_rtl_generator_refuses_what_the_verilog_library_lacks_in_one_line(tmp_path: Path, case: str) -> None:
+    model, needle = _refused_graphs()[case]
+    Simulator(model)  # a legal dataflow graph: the simulator runs it
+    with pytest.raises(UnsupportedGraphError) as refused:
+        generate_rtl(model, tmp_path / "rtl")
+    message = str(refused.value)
+    assert message.startswith(f"node {needle}") and "\n" not in message
+    assert message.endswith("`bnnflow simulate` runs this graph bit-exactly")
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary folder left
+
+
+def test_rtl_generator_refuses_a_join_in_one_line() -> None:
+    """A join always follows its fork, which the generator refuses first; the join's own refusal, directly."""
+    model, _ = _refused_graphs()["DuplicateStreams"]
+    (join, op), = [(node, op) for node, op in hw_ops(model) if node.op_type == "AddStreams"]
+    assert _rtl_gap(join, op) == "has no Verilog module yet"
+    for node, op in hw_ops(_mvtu_chain(*XNOR_CHAINS["signed-codes"], seed=0)):
+        assert _rtl_gap(node, op) == ""  # what the library has passes
