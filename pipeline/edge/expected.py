@@ -1,7 +1,7 @@
 """What a deploy bundle's models must output on its sample inputs (``expected.json``), and how close is equal.
 
 ``reference.onnx`` and ``bitpacked.onnx`` are exact, so their expectation is one of bnnflow's own levels: the
-simulator's outputs (``golden.expected_outputs``) or, for a network without a hardware form, model.qonnx's under
+simulator's outputs (``simulated.run_simulator_outputs``) or, for a network without a hardware form, model.qonnx's under
 qonnx, within the export check's tolerance (float rounding of the logit scale, or of the float layers).
 
 ``int8.onnx`` requantizes every binary layer's accumulator to 8 bits, which no bnnflow level computes: its
@@ -33,9 +33,10 @@ from bnnflow.errors import VerificationError
 from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.edge import runtime
 from bnnflow.pipeline.edge.bundle_runner import differing
+from bnnflow.pipeline.edge.simulated import run_simulator_outputs
 from bnnflow.pipeline.execute import execute
 from bnnflow.pipeline.export import FLOAT_RTOL, is_integer_network
-from bnnflow.pipeline.golden import SCORE_RTOL, expected_outputs
+from bnnflow.pipeline.golden import SCORE_RTOL
 from bnnflow.pipeline.onnx_files import load_model
 from bnnflow.pipeline.rundir import RunDir
 
@@ -68,7 +69,7 @@ def exact_expectation(cfg: Config, run: RunDir, images: np.ndarray) -> dict[str,
     """The simulator's outputs for a compiled run; model.qonnx's for a network without a hardware form."""
     if not run.dataflow.is_file():
         return qonnx_expectation(load_model(run.qonnx, "export"), images)
-    expected, label = expected_outputs(cfg, run, images)
+    expected, label = run_simulator_outputs(run, images)
     if label:
         return entry("bnnflow's simulator", True, expected[:, 0])
     return entry("bnnflow's simulator", True, expected.argmax(axis=1), expected, _tolerance(expected, SCORE_RTOL))

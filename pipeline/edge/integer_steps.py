@@ -6,9 +6,14 @@ product of 0 common), and ONNX Runtime folds BatchNorm into the conv's weights a
 zero by a rounding error and flips the sign. Written as ``z = m * acc + c`` with integer ``m`` in {-1, 0, 1} and
 integer ``c`` per channel, the sign's input is an exact integer, whatever the optimizer fuses.
 
-The threshold rule is the compiler's (``pipeline/compile/absorb_affine_into_threshold.py``): BatchNorm's scale
-``g / sqrt(v + eps)`` in float32, as BatchNormToScaleShift makes it, composed with the accumulator's scale in
-float64; ``y >= 0`` <=> ``acc >= ceil(t)`` for a positive slope, ``acc <= floor(t)`` for a negative one.
+The step is solved here in closed form: BatchNorm's scale ``g / sqrt(v + eps)`` in float32 (ONNX Runtime's own
+folding of it, which the compiler's ``lowering.py`` uses too), composed with the accumulator's scale in float64;
+``y >= 0`` <=> ``acc >= ceil(t)`` for a positive slope, ``acc <= floor(t)`` for a negative one. The compiler finds
+its thresholds by evaluating the quantizer's float32 arithmetic at each integer instead
+(``pipeline/compile/threshold_synthesis.py``); the two agree wherever the zero crossing is not within float32
+rounding of an integer accumulator. Only the BatchNorms before a sign are rewritten: a multi-bit quantizer
+(``Quant``, e.g. a ``hw`` network's join or stream quantizer) keeps its float BatchNorm and rounds its quotient,
+which an optimizer's fusion moves by at most a rounding error, and so changes a code only at a rounding tie.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A run that compiled to hardware (dataflow.onnx) is checked against the bit-exact simulator: every test output
 of the exact variants (reference, bitpacked) must equal the simulator's, mapped to model outputs
-(``pipeline/golden.py``). A network that has no hardware form (a residual one) is checked against model.qonnx
+(``simulated.py``). A network that has no hardware form (a residual one) is checked against model.qonnx
 under qonnx's executor instead. The int8 variant requantizes accumulators, so it is measured, not required to
 match: how many outputs differ, how many labels change, and the test accuracy of each variant.
 """
@@ -21,9 +21,10 @@ from bnnflow.pipeline.config import Config
 from bnnflow.pipeline.console import out
 from bnnflow.pipeline.edge import runtime
 from bnnflow.pipeline.edge.int8 import int8_model
+from bnnflow.pipeline.edge.simulated import run_simulator_outputs
 from bnnflow.pipeline.edge.variants import bitpacked_model, reference_model
 from bnnflow.pipeline.export import FLOAT_RTOL, compare_outputs, is_integer_network
-from bnnflow.pipeline.golden import SCORE_RTOL, expected_outputs, model_inputs
+from bnnflow.pipeline.golden import SCORE_RTOL, model_inputs
 from bnnflow.pipeline.onnx_files import load_model, save_model
 from bnnflow.pipeline.rundir import RunDir, atomic_path, atomic_write_text
 
@@ -64,7 +65,7 @@ def edge_export_run(cfg: Config, run: RunDir) -> dict[str, Any]:
     figures = write_variants(model, folder, images[:CALIBRATION_SAMPLES])
     labels = split_labels(cfg, run, len(images))
     if run.dataflow.is_file():
-        expected, label = expected_outputs(cfg, run, images)
+        expected, label = run_simulator_outputs(run, images)
         against = "the simulator"
     else:
         from bnnflow.pipeline.execute import execute
