@@ -10,9 +10,11 @@ def test_simulator_benchmark_smoke(tmp_path: Path) -> None:
     from benchmarks.simulator import main
 
     result = main(["--frames", "8", "--qonnx-frames", "2", "--repeats", "1", "--out", str(tmp_path)])
-    assert result["simulator_equals_qonnx"]
+    assert result["simulator_equals_qonnx"] and set(result["networks"]) == {"cnv", "resnet20"}
     written = json.loads((tmp_path / "simulator.json").read_text())
-    assert written["frames"] == 8 and written["simulator_fps"] > 0 and written["ratio_vs_qonnx"] > 0
+    assert written["frames"] == 8
+    assert all(row["simulator_fps"] > 0 and row["pytorch_fps"] > 0 and row["ratio_vs_qonnx"] > 0
+               and row["simulator_equals_qonnx"] for row in written["networks"].values())
 
 
 def test_fpga_benchmark_smoke(tmp_path: Path) -> None:
