@@ -27,6 +27,7 @@ is refused (``UnsupportedGraphError``) naming the node and what would make it co
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import replace
 from typing import Callable
 
@@ -69,6 +70,15 @@ class LowerToIntegers(Transformation):
     ``bnnflow.streamlined_output`` name the body's first and last integer tensors."""
 
     def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        if any(not node.name for node in model.graph.node):  # ONNX allows it; the lowering follows nodes by name
+            model = ModelWrapper(deepcopy(model.model))
+            taken = {node.name for node in model.graph.node}
+            for index, node in enumerate(model.graph.node):
+                if not node.name:
+                    node.name = next(name for name in (f"{node.op_type}_{index}{suffix}" for suffix in
+                                                       ("", *(f"_{k}" for k in range(1, len(taken) + 2))))
+                                     if name not in taken)
+                    taken.add(node.name)
         return _Lowering(model).run(), False
 
 

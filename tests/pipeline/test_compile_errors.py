@@ -77,7 +77,7 @@ def test_compile_names_an_unnamed_node_by_op_and_index(cli, tmp_path: Path) -> N
     result = cli("compile", str(run.root))
     assert result.returncode == 3, result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error) == 1 and f"node MatMul #{reader} (no name) reads a real-valued tensor" in error[0]
+    assert len(error) == 1 and f"node MatMul_{reader} (MatMul) reads a real-valued tensor" in error[0]
 
 
 def test_compile_refuses_malformed_onnx(cli, tmp_path: Path) -> None:

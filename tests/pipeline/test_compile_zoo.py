@@ -117,3 +117,20 @@ def test_compile_trained_digits_run(tmp_path) -> None:
     assert (run.compile_dir / "estimates.png").stat().st_size > 0
     assert run.streamlined.is_file() and run.dataflow.is_file()
     assert f"class='layer bottleneck' data-layer='{entry['bottleneck']}'" in (run.root / "report.html").read_text()
+
+
+def test_unnamed_nodes_compile_exactly() -> None:
+    """ONNX allows empty node names (other tools leave them empty); the compiler names them and stays exact."""
+    torch.manual_seed(4)
+    model = randomise_batchnorm(create_model("cnv", input_shape=(3, 32, 32), num_classes=10), (3, 32, 32), seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qonnx = export_model(model, (3, 32, 32))
+    for node in qonnx.graph.node:
+        node.name = ""
+    streamlined, dataflow, _ = compile_model(qonnx, CompileConfig(board="u250"))
+    images = np.random.default_rng(4).random((32, 3, 32, 32), dtype=np.float32)
+    figures, arrays = verify_compile(qonnx, streamlined, dataflow, images)
+    assert figures["streamlined_mismatches"] == 0 and figures["dataflow_mismatches"] == 0
+    assert all(node.name for node in streamlined.graph.node)
+    np.testing.assert_array_equal(Simulator(dataflow).run(arrays["hw_input"]), arrays["hw_output"])
