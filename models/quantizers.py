@@ -19,8 +19,8 @@ two (``s = 2**-(k-1)`` on [-1, 1], or ``max_val / 2**(k-1)`` for activations)::
     dq/dx = 1 inside the clamp range, 0 outside (straight-through through round)
 
 The unsigned input quantizer maps [0, 1] onto the codes 0 .. 2**k - 1 with the step 2**-k (``round(x * 2**k)``,
-clamped): the digits set's 17 grey levels p / 16 become the exact codes 16 p, an 8-bit pixel p / 255 becomes p
-(p + 1 from p = 128 up, and 255 stays 255).
+clamped): the digits set's 17 grey levels p / 16 become the codes 16 p (the top level, 16 / 16 = 1, clamps to
+255), an 8-bit pixel p / 255 becomes p (p + 1 from p = 128 up, clamped: 254 and 255 both become 255).
 
 Why powers of two: a product of two of them is exact in float32, so the float graph that model.qonnx describes
 (and that qonnx's executor runs) computes every layer's sum exactly, and the integer accelerator is equal to it
