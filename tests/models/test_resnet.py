@@ -19,7 +19,7 @@ from bnnflow.models.methods.base import next_batchnorm
 from bnnflow.models.resnet import BiRealUnit, ReActUnit
 from bnnflow.pipeline.execute import execute
 from bnnflow.pipeline.export import export_model
-from tests.models.exported import export_with_random_statistics, weight_producers
+from tests.models.exported import check_input_quant, export_with_random_statistics, weight_producers
 
 TORCHVISION_RESNET18_PARAMS = 11_689_512  # torchvision.models.resnet18(num_classes=1000)
 BINARY_CONVS = 16  # 4 stages x 2 basic blocks x 2 Bi-Real units; stem, 1x1 downsample convs and FC are float
@@ -113,8 +113,7 @@ def test_export_residual_stream_stem_and_head_stay_float(exported):
         sources = [producer[name].op_type for name in add.input]
         assert "BatchNormalization" in sources  # the binary conv's branch
         assert not set(sources) & set(QUANTIZERS)
-    quant = next(n for n in nodes if n.op_type == "Quant")
-    assert quant.input[0] == wrapper.graph.input[0].name
+    quant = check_input_quant(wrapper.graph)  # graph input -> Relu -> the unsigned 8-bit Quant
     stem = next(n for n in nodes if n.op_type == "Conv")
     assert stem.input[0] == quant.output[0] and wrapper.get_initializer(stem.input[1]) is not None
     (gemm,) = (n for n in nodes if n.op_type == "Gemm")
@@ -195,7 +194,9 @@ def test_widths_blocks_and_stem_width_are_arguments():
     assert [m.out_channels for m in _binary_convs(model)] == [96] * 2 + [168] * 2 + [378] * 2 + [866] * 2
     assert model.conv1.out_channels == 64
     downsample = model.layer1[0].downsample  # the stem's 64 channels widen to 96 at stride 1: no pool
-    assert [type(m) for m in downsample] == [nn.Conv2d, nn.BatchNorm2d] and downsample[0].in_channels == 64
+    # the join quantizer is an Identity without hw
+    assert [type(m) for m in downsample] == [nn.Conv2d, nn.BatchNorm2d, nn.Identity]
+    assert downsample[0].in_channels == 64
     assert model.fc.in_features == 866
 
 

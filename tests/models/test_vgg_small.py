@@ -16,7 +16,7 @@ from bnnflow.errors import ConfigError
 from bnnflow.models import create_model, list_models
 from bnnflow.models.methods.base import next_batchnorm
 from bnnflow.pipeline.execute import execute
-from tests.models.exported import export_with_random_statistics, weight_producers
+from tests.models.exported import batchnorm_starts, check_input_quant, export_with_random_statistics, joins, weight_producers
 
 CIFAR_SHAPE = (3, 32, 32)
 SMALL_SHAPE = (3, 16, 16)
@@ -86,9 +86,14 @@ def test_export_has_bipolar_weights_and_matches_pytorch(hw):
     multibit = "Quant" if hw else "float"
     assert weights == [multibit] + ["BipolarQuant"] * 5 + [multibit]
     counts = Counter(n.op_type for n in nodes)
-    assert counts["BipolarQuant"] == 10 and counts["Add"] == 0  # a plain chain
+    assert counts["BipolarQuant"] == 10 and not joins(wrapper.graph)  # a plain chain: Adds only of BN shifts
     assert counts["Quant"] == (4 if hw else 1)  # input; with hw also conv0's and fc's weights and fc's input
-    pooled = [producer[n.input[0]].op_type for n in nodes if n.op_type == "BatchNormalization"]
+    check_input_quant(wrapper.graph)
+    starts = batchnorm_starts(wrapper.graph)  # BatchNormalization, or Mul -> Add (ExactBatchNorm) with hw
+    assert {n.op_type for n in starts} == {"Mul" if hw else "BatchNormalization"}
+    assert len(starts) == (6 if hw else 5)  # the float conv0 takes its BatchNorm into its weights and bias
+    assert counts["Add"] == (6 if hw else 0)
+    pooled = [producer[n.input[0]].op_type for n in starts]
     assert pooled.count("MaxPool") == 3
     images = torch.from_numpy((np.random.default_rng(0).integers(0, 256, (4, *SMALL_SHAPE)) / 255).astype(np.float32))
     with torch.no_grad():

@@ -25,6 +25,7 @@ from bnnflow.pipeline.data import load_data, stack
 from bnnflow.pipeline.execute import execute
 from bnnflow.pipeline.export import export_model
 from bnnflow.pipeline.steps import prepare_run, run_steps, validate
+from tests.models.exported import check_input_quant
 
 MNIST_TRAIN, MNIST_TEST = 160, 80  # samples written to disk
 CIFAR_PER_BATCH, CIFAR_TEST = 16, 40
@@ -90,7 +91,7 @@ def _run(cfg: Config, out: Path):
 
 
 def _check_graph(path: Path, hidden: int, convs: int) -> onnx.ModelProto:
-    """Standard QONNX: an 8-bit unsigned Quant on the input, BipolarQuant for every binary weight and act."""
+    """Standard QONNX: a Relu and an 8-bit unsigned Quant on the input, BipolarQuant for every binary weight and act."""
     model = onnx.load(str(path))
     nodes = list(model.graph.node)
     op_types = [n.op_type for n in nodes]
@@ -110,24 +111,11 @@ def _check_graph(path: Path, hidden: int, convs: int) -> onnx.ModelProto:
     for node in bipolar:
         assert np.all(inits[node.input[1]] == 1.0)  # scale 1: exactly {-1, +1}
 
-    # the input: one unsigned 8-bit Quant with scale 1/255, fed from the graph input (through a Flatten or not)
+    # the input: graph input (through a Flatten or not) -> Relu -> one unsigned 8-bit Quant with scale 1/256
     quants = [n for n in nodes if n.op_type == "Quant"]
     assert len(quants) == 1
-    quant = quants[0]
-    assert quant.domain == QONNX_DOMAIN
-    scale, zero_point, bit_width = (inits[name] for name in quant.input[1:4])
-    assert scale.size == zero_point.size == bit_width.size == 1  # per tensor
-    assert bit_width.item() == 8.0
-    assert zero_point.item() == 0.0
-    assert scale.item() == pytest.approx(1 / 255, rel=1e-6)
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in quant.attribute}
-    assert attrs["signed"] == 0
-    graph_in = model.graph.input[0].name
-    producer = {o: n for n in nodes for o in n.output}
-    src = quant.input[0]
-    while src != graph_in:
-        assert producer[src].op_type in ("Flatten", "Reshape"), producer[src].op_type
-        src = producer[src].input[0]
+    assert quants[0].domain == QONNX_DOMAIN
+    assert check_input_quant(model.graph, bits=8).output == quants[0].output
 
     # forms FINN can read: every Conv has kernel_shape, every Gemm has a bias
     for node in nodes:
@@ -174,6 +162,7 @@ def test_zoo_trains_one_epoch_and_exports_verified_qonnx(name, dataset, limit_tr
     assert train["test_samples"] == limit_test
     assert run.checkpoint.is_file()
     assert export["status"] == "ok"
+    assert export["exact"]  # quantized inputs and weights on power-of-two scales, no bias: verified bit for bit
     assert export["mismatches"] == 0
     assert export["label_mismatches"] == 0
     assert export["verified_samples"] == limit_test
@@ -216,6 +205,7 @@ def test_digits_mlp_default_two_epochs_exports_standard_qonnx(tmp_path):
     assert train["status"] == "ok"
     assert train["epochs"] == 2
     assert export["status"] == "ok"
+    assert export["exact"]
     assert export["mismatches"] == 0
     assert export["verified_samples"] == train["test_samples"] == 360  # 20% of the 1,797 digits
     assert len(run.metrics.read_text().splitlines()) == 2
