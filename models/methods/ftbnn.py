@@ -128,12 +128,11 @@ def binary_ops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 FTBNN_LIMITS = (
-    "FPReLU stays in the exported graph (Add, Relu, Neg, Mul, Sub after each binary layer's BatchNorm), which the "
-    "dataflow compiler does not fold into thresholds, so FTBNN models take the edge path (ONNX Runtime), not the "
-    "FPGA one. (An FPReLU that feeds only a sign could fold into one threshold when both slopes are positive, or a "
-    "reversed one when both are negative; with slopes of opposite signs the sign's preimage is an interval, two "
-    "thresholds. The compiler does neither.) With groups > 1 the compiler also refuses the grouped convs, and the "
-    "edge path runs them as float convs rather than on its XNOR kernel."
+    "FPReLU stays in the exported graph (Add, Relu, Neg, Mul, Sub after each binary layer's BatchNorm); the "
+    "compiler folds it into the next quantizer's thresholds while it is monotone in every channel (both slopes of "
+    "one sign) and refuses, naming the quantizer, a channel whose slopes differ in sign (its sign's preimage is an "
+    "interval, two thresholds). With groups > 1 the compiler also refuses the grouped convs, and the edge path runs "
+    "them as float convs rather than on its XNOR kernel."
 )
 
 

@@ -100,7 +100,7 @@ class _Lowering:
             "Quant": self.quant, "BipolarQuant": self.quant, "Conv": self.conv, "MatMul": self.matmul,
             "Gemm": self.matmul, "BatchNormalization": self.batchnorm, "Mul": self.arithmetic,
             "Div": self.arithmetic, "Add": self.arithmetic, "Sub": self.arithmetic, "Clip": self.clip,
-            "Relu": self.clip, "PRelu": self.prelu, "MaxPool": self.maxpool, "AveragePool": self.avgpool,
+            "Relu": self.clip, "PRelu": self.prelu, "Neg": self.neg, "MaxPool": self.maxpool, "AveragePool": self.avgpool,
             "GlobalAveragePool": self.avgpool, "Slice": self.slice, "Pad": self.pad, "Flatten": self.flatten,
             "Reshape": self.flatten,
         }
@@ -210,8 +210,9 @@ class _Lowering:
         base = value.base if isinstance(value, Monotone) else value
         direction = value.direction() if isinstance(value, Monotone) else np.where(value.scale < 0, -1, 1)
         if direction is None:
-            self._refuse(node, "quantizes a function that rises and falls (a PReLU with a negative slope); "
-                         "integer thresholds take monotone activations: keep PReLU slopes >= 0")
+            self._refuse(node, "quantizes a function that rises and falls (a PReLU with a negative slope, an FPReLU "
+                         "whose two slopes differ in sign); integer thresholds take monotone activations: keep "
+                         "the slopes >= 0")
         evaluate = value.evaluate if isinstance(value, Monotone) else value.real
         low, high = integer_range(base.dtype)
         if max(abs(low), abs(high)) >= FLOAT32_EXACT:
@@ -359,8 +360,11 @@ class _Lowering:
 
     def arithmetic(self, node) -> None:
         left, right = node.input[0], node.input[1]
-        if node.op_type == "Add" and not self._is_constant(left) and not self._is_constant(right):
-            return self.join(node)
+        if node.op_type in ("Add", "Sub") and not self._is_constant(left) and not self._is_constant(right):
+            if self._branches(node):
+                return None
+            if node.op_type == "Add":
+                return self.join(node)
         constant_first = self._is_constant(left)
         computed, constant = (right, left) if constant_first else (left, right)
         if self._is_constant(computed) or not self._is_constant(constant) or \
@@ -370,6 +374,30 @@ class _Lowering:
         c = self._per_channel(node, self._value(computed), self.src.get_initializer(constant))
         kind = {"Mul": "mul", "Div": "div", "Add": "add", "Sub": "rsub" if constant_first else "sub"}[node.op_type]
         self._step(node, Step(kind, c=c), computed)
+
+    def _branches(self, node) -> bool:
+        """An Add or Sub of two functions of the same codes (an activation exported as two branches): one step that
+        evaluates both branches and combines them. False when the inputs are not two such functions."""
+        a, b = (self._value(name) for name in node.input)
+        if not all(isinstance(v, (Codes, Monotone)) for v in (a, b)):
+            return False
+        base_a, base_b = (v.base if isinstance(v, Monotone) else v for v in (a, b))
+        if base_a.name != base_b.name:
+            return False
+        steps_a, steps_b = (v.steps if isinstance(v, Monotone) else () for v in (a, b))
+        shared = 0
+        while shared < min(len(steps_a), len(steps_b)) and steps_a[shared] is steps_b[shared]:
+            shared += 1
+        branches = (steps_a[shared:], steps_b[shared:])
+        kind = "add2" if node.op_type == "Add" else "sub2"
+        self.values[node.output[0]] = Monotone(base_a, (*steps_a[:shared], Step(kind, branches=branches)), node.name)
+        return True
+
+    def neg(self, node) -> None:
+        """``-x``: in float32 exactly ``x * -1``."""
+        value = self._value(node.input[0])
+        channels = (value.base if isinstance(value, Monotone) else value).channels
+        self._step(node, Step("mul", c=np.full(channels, -1, dtype=np.float32)))
 
     def join(self, node) -> None:
         """A residual Add: two code tensors of one scale add as integers."""

@@ -78,8 +78,14 @@ class Step:
     kind: str
     c: np.ndarray | None = None
     d: np.ndarray | None = None
+    #: ``add2`` / ``sub2``: two chains of steps applied to the same input, then added or subtracted (an activation
+    #: written as two branches, as FTBNN's FPReLU ``p relu(z) - n relu(-z)`` exports)
+    branches: tuple[tuple["Step", ...], tuple["Step", ...]] | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.branches is not None:
+            left, right = (_chain(x, steps) for steps in self.branches)
+            return left + right if self.kind == "add2" else left - right
         column = (-1, *[1] * (x.ndim - 1))
         c = None if self.c is None else self.c.reshape(column)
         d = None if self.d is None else self.d.reshape(column)
@@ -104,12 +110,40 @@ class Step:
             return -np.ones(len(self.c), dtype=int)
         if self.kind == "prelu" and (self.c < 0).any():
             return None
+        if self.branches is not None:
+            left, right = (_direction(steps) for steps in self.branches)
+            if left is None or right is None:
+                return None
+            right = right if self.kind == "add2" else -right
+            # the sum of two maps that move the same way moves that way; opposite ways, no single direction
+            return None if (left != right).any() else left
         return 1
 
     def repeated(self, times: int) -> "Step":
         """The same op on a flattened tensor: each channel's constants repeated for its ``times`` positions."""
-        return replace(self, **{k: np.repeat(getattr(self, k), times) for k in ("c", "d")
-                                if getattr(self, k) is not None and getattr(self, k).size > 1})
+        changes = {k: np.repeat(getattr(self, k), times) for k in ("c", "d")
+                   if getattr(self, k) is not None and getattr(self, k).size > 1}
+        if self.branches is not None:
+            changes["branches"] = tuple(tuple(step.repeated(times) for step in steps) for steps in self.branches)
+        return replace(self, **changes)
+
+
+def _chain(x: np.ndarray, steps: tuple[Step, ...]) -> np.ndarray:
+    for step in steps:
+        x = step(x)
+    return x
+
+
+def _direction(steps: tuple[Step, ...]) -> np.ndarray | None:
+    """Per channel +1 / -1 for a chain of steps (broadcast from a scalar where no step is per channel); None where
+    a step is not monotone."""
+    sign = np.ones(1, dtype=int)
+    for step in steps:
+        turn = step.direction()
+        if turn is None:
+            return None
+        sign = sign * turn
+    return sign
 
 
 @dataclass(frozen=True)
