@@ -38,7 +38,7 @@ def _thresholds(acc: np.ndarray, thresholds: np.ndarray | None, bias: int = 0) -
         return acc
     if thresholds.shape[1] == 1:
         return (acc >= thresholds[:, 0]).astype(np.int32) + bias
-    return (acc[..., None] >= thresholds).sum(axis=-1, dtype=np.int32) + bias
+    return kernels.multithreshold(acc, thresholds, bias).astype(np.int32)
 
 
 Run = Callable[..., np.ndarray]
