@@ -48,12 +48,16 @@ def graph_tail(streamlined: ModelWrapper, start: str) -> ModelWrapper | None:
         return None
     tail = copy.deepcopy(streamlined)
     graph = tail.graph
+    constant = {init.name for init in graph.initializer}
     live, keep = {start}, []
     for node in graph.node:
-        if any(name in live for name in node.input):
+        if all(not name or name in constant for name in node.input):  # a weight quantizer of a float layer
+            keep.append(node)
+            constant.update(node.output)
+        elif any(name in live for name in node.input):
             keep.append(node)
             live.update(node.output)
-    missing = {n for node in keep for n in node.input if n and n not in live and tail.get_initializer(n) is None}
+    missing = {n for node in keep for n in node.input if n and n not in live and n not in constant}
     if missing or end not in live:
         raise UnsupportedGraphError(f"the graph after the accelerator's output {start!r} needs tensors other than "
                                     f"it ({', '.join(sorted(missing)) or end}); FINN's verification cannot use it")
