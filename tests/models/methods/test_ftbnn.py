@@ -128,7 +128,7 @@ def test_ftbnn_does_not_weight_decay_fprelu():
     assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
 
 
-def test_ftbnn_freezes_to_the_same_outputs_exports_and_goes_to_the_edge_path():
+def test_ftbnn_freezes_to_the_same_outputs_exports_and_compiles_while_fprelu_is_monotone():
     torch.manual_seed(0)
     model = create_model("digits_mlp", input_shape=SHAPE, num_classes=10, hidden=16)
     method = create_method("ftbnn")
@@ -146,9 +146,15 @@ def test_ftbnn_freezes_to_the_same_outputs_exports_and_goes_to_the_edge_path():
     assert ops.count("BipolarQuant") >= 4 and len(fprelu) == 6  # FPReLU stays: two Relu per layer
     got = execute(graph, x.numpy())[graph.graph.output[0].name]
     np.testing.assert_allclose(got, before.numpy(), rtol=1e-5, atol=1e-5)
-    # what ``limits`` says: not the dataflow compiler, which has no op for FPReLU's negative side, relu(-x)
-    with pytest.raises(UnsupportedGraphError, match=r"\(Neg\) is not supported"):
-        streamline_model(graph)
+    # what ``limits`` says: the compiler folds an FPReLU monotone in every channel into the thresholds, and
+    # refuses one whose slopes differ in sign in some channel (the sign's preimage is then an interval)
+    assert "MultiThreshold" in {n.op_type for n in streamline_model(graph).graph.node}
+    first = next(m for m in model.modules() if isinstance(m, FPReLU))
+    with torch.no_grad():
+        first.slope_pos.fill_(1.0)
+        first.slope_neg[0] = -0.5  # channel 0 now falls below zero and rises above it
+    with pytest.raises(UnsupportedGraphError, match="rises and falls"):
+        streamline_model(export_model(model, SHAPE))
     assert "edge path" in method.limits
 
 
