@@ -27,7 +27,7 @@ LOOKUP_MAX = 1 << 22
 
 
 def _int(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x).astype(np.int64)
+    return np.asarray(x).astype(np.int64, copy=False)
 
 
 
@@ -72,13 +72,12 @@ def multithreshold(acc: np.ndarray, thresholds: np.ndarray, bias: int = 0, signs
     band = high - low + 2
     channels = np.arange(t.shape[0], dtype=np.int64)
     table = (np.sort(np.clip(t, low, high + 1), axis=1) - low + (channels * band)[:, None]).ravel()
-    keys = acc - low + channels * band
+    keys = acc + (channels * band - low)
     if band * t.shape[0] <= LOOKUP_MAX:
-        counts = np.searchsorted(table, np.arange(band * t.shape[0]), side="right")[keys]
-    else:
-        counts = np.searchsorted(table, keys, side="right")
-    counts = counts - channels * t.shape[1]
-    return counts + int(bias)
+        values = np.arange(band * t.shape[0])
+        lookup = np.searchsorted(table, values, side="right") - (values // band) * t.shape[1] + int(bias)
+        return lookup[keys]
+    return np.searchsorted(table, keys, side="right") - channels * t.shape[1] + int(bias)
 
 
 def bipolar_dot(bits: np.ndarray, weight_bits: np.ndarray) -> np.ndarray:
