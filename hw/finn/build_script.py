@@ -5,12 +5,15 @@
 
 The folder holds what FINN's ``build_dataflow`` directory holds (``model.onnx``, ``dataflow_build_config.json``)
 plus the verification vectors bnnflow's simulator wrote (``input.npy``, ``expected_output.npy``) and
-``bnnflow.json``. This script adds two steps to FINN's own list:
+``bnnflow.json``. This script adds three steps to FINN's own list:
 
 - ``step_bnnflow_qonnx_to_finn`` replaces ``step_qonnx_to_finn``: FINN's step only converts a model that has
   "Quant", "Trunc" or "BinaryQuant" nodes, so a model whose quantizers are all BipolarQuant (Brevitas's TFC)
   would reach streamlining unconverted; this one converts any QONNX quantizer, and appends TopK when the bnnflow
   accelerator ends in a label select.
+- ``step_bnnflow_check_hw`` runs after ``step_convert_to_hw``: when FINN left nodes in software between its
+  hardware layers (a pattern no FINN layer takes), it stops in one line naming them; FINN's own partitioning
+  would stop on them with an assertion that names nothing.
 - ``step_bnnflow_folding`` runs before ``step_apply_folding_config``: it matches FINN's hardware layers (their
   names and kinds as FINN's graph has them) to bnnflow's layers in order, stops in one line when one of
   bnnflow's has no FINN layer, and writes ``output/folding_config.json``: bnnflow's PE / SIMD under FINN's
@@ -108,6 +111,41 @@ def step_bnnflow_qonnx_to_finn(model, cfg):
     return model
 
 
+def software_between(nodes: list[tuple[str, str, bool, list[str], list[str]]]) -> list[tuple[str, str]]:
+    """The nodes (name, op type) FINN left in software between two of its hardware layers, given each node as
+    (name, op type, is a hardware layer, inputs, outputs) in graph order (topologically sorted)."""
+    producer = {t: i for i, (*_, outs) in enumerate(nodes) for t in outs}
+    after_hw = [False] * len(nodes)  # a hardware layer feeds it (directly or not)
+    for i, (_, _, _, ins, _) in enumerate(nodes):
+        after_hw[i] = any(nodes[producer[t]][2] or after_hw[producer[t]] for t in ins if t in producer)
+    consumers: dict[str, list[int]] = {}
+    for i, (_, _, _, ins, _) in enumerate(nodes):
+        for t in ins:
+            consumers.setdefault(t, []).append(i)
+    before_hw = [False] * len(nodes)  # it feeds a hardware layer
+    for i in reversed(range(len(nodes))):
+        before_hw[i] = any(nodes[j][2] or before_hw[j] for t in nodes[i][4] for j in consumers.get(t, []))
+    return [(name, op) for (name, op, hw, _, _), a, b in zip(nodes, after_hw, before_hw) if not hw and a and b]
+
+
+def step_bnnflow_check_hw(model, cfg):
+    """Stop in one line when FINN's step_convert_to_hw left nodes in software between its hardware layers: FINN
+    makes one dataflow partition of consecutive hardware layers, and on such a graph its partitioning stops with
+    an assertion ("cycle-free graph violated") that names nothing."""
+    from qonnx.transformation.general import GiveUniqueNodeNames
+
+    model = model.transform(GiveUniqueNodeNames())
+    nodes = [(n.name, n.op_type, n.domain.startswith("finn.custom_op.fpgadataflow"), list(n.input), list(n.output))
+             for n in model.graph.node]
+    left = software_between(nodes)
+    if left:
+        kinds = sorted({op for _, op in left})
+        raise BnnflowError(f"FINN has no hardware layer for {', '.join(kinds)} here: its step_convert_to_hw left "
+                           f"{len(left)} node(s) in software between its hardware layers "
+                           f"({', '.join(name for name, _ in left[:6])}{', ...' if len(left) > 6 else ''})")
+    return model
+
+
 def step_bnnflow_folding(model, cfg):
     """Match FINN's layers to bnnflow's and, unless FINN folds for target_fps, write bnnflow's folding under
     FINN's names as the folding config step_apply_folding_config applies."""
@@ -160,6 +198,8 @@ def build_steps(estimate_only: bool) -> list:
         if name == "step_apply_folding_config":
             steps.append(step_bnnflow_folding)
         steps.append(name)
+        if name == "step_convert_to_hw":
+            steps.append(step_bnnflow_check_hw)
     return steps
 
 

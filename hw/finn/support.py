@@ -5,7 +5,10 @@ FINN names its layers only when it builds (``<op>_<impl>_<i>`` after ``step_spec
 change between FINN commits (FINN's dev branch turned ``StreamingMaxPool`` into ``ConvolutionInputGenerator`` +
 ``Pool`` at 8637b91f1), so bnnflow does not predict them: ``bnnflow.json`` lists, per bnnflow layer, the kinds of
 FINN layer it may become (a few alternatives, one per FINN generation) with the folding to give them, and
-``build.py`` matches them against FINN's own graph. A bnnflow op with no FINN kind at all is refused here.
+``build.py`` matches them against FINN's own graph. A bnnflow op with no FINN kind at all is refused here, in one
+line naming the FINN layer it would need when FINN has none (``FINN_LACKS``: the channel zero-padding of ResNet-20's
+option-A shortcuts) before any other (the forks, joins and pools of a residual network, which FINN's default build
+steps leave in software).
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ FINN_LAYERS: dict[str, tuple[tuple[FinnLayer, ...], ...]] = {
     "LabelSelect": ((("LabelSelect", {"PE": "PE"}),),),
 }
 
+#: bnnflow ops FINN has no layer for at all, at its main (39f0c9a6b) and dev (73ba5ed64) branches alike: the FINN
+#: layer a build would need, as the refusal names it
+FINN_LACKS: dict[str, str] = {
+    # option-A shortcuts (ResNet-20's): FINN's FMPadding pads rows and columns only, its Concat joins streams, not
+    # constants, and none of its transformations converts a Pad on the channel axis
+    "ChannelPad": "a channel zero-padding layer (FMPadding pads rows and columns only)",
+}
+
 #: the producers FINN takes an unsigned activation Quant after (its QuantReluHandler's valid predecessors)
 RELU_OPS = ("Relu", "Selu")
 
@@ -45,6 +56,11 @@ def finn_layers(dataflow: ModelWrapper, folding: bool) -> list[dict[str, Any]]:
     PE / SIMD to give them), as bnnflow.json lists them for build.py; a graph that breaks the ops' contract
     (``bnnflow.hw.check``) or holds an op FINN has no layer for is refused in one line."""
     check_dataflow(dataflow)
+    lacking = [node for node in dataflow.graph.node if node.domain == DOMAIN and node.op_type in FINN_LACKS]
+    if lacking:
+        node = lacking[0]
+        raise UnsupportedGraphError(f"FINN has no layer for node {node_ref(dataflow, node)}: FINN lacks "
+                                    f"{FINN_LACKS[node.op_type]}, so FINN cannot build this network")
     layers = []
     for node in dataflow.graph.node:
         if node.domain != DOMAIN:

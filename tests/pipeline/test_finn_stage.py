@@ -4,7 +4,8 @@ the command can end without FINN.
 
 FINN itself is not installed in CI (it is not on PyPI); the directories these tests check were also built by
 FINN's own builder from its source (estimate steps, verification included) at two FINN commits as a local
-cross-check: tests/data/finn_estimates/ holds what FINN made, whose layer names and reports are tested here.
+cross-check: tests/data/finn_estimates/ holds what FINN made, whose layer names and reports are tested here. ResNet-20
+(hw) has none: FINN lacks a layer for its option-A shortcuts' channel padding, and the refusal is tested here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.general import GiveUniqueNodeNames
 
 from bnnflow.errors import UnsupportedGraphError
+from bnnflow.hw.convert import from_accelerator, to_accelerator
 from bnnflow.hw.finn.boards import FINN_BOARDS, finn_board_for, get_finn_board
 from bnnflow.hw.simulator import Simulator
 from bnnflow.pipeline.execute import execute
@@ -88,12 +90,13 @@ def cnv_run(tmp_path_factory) -> Path:
 
 
 def _accelerator_outputs(run: Path, images: np.ndarray) -> np.ndarray:
-    """The simulator's outputs for model inputs ``images`` (through streamlined.onnx to the input codes)."""
+    """The simulator's outputs for model inputs ``images`` (through streamlined.onnx to the input codes, mapped to
+    and from the accelerator's stream codes as pipeline/golden.py maps them)."""
     dataflow = ModelWrapper(str(run / "dataflow.onnx"))
     streamlined = ModelWrapper(str(run / "streamlined.onnx"))
     hw_in = dataflow.get_metadata_prop("bnnflow.streamlined_input")
-    codes = execute(streamlined, images, [hw_in])[hw_in].astype(np.int64)
-    return Simulator(dataflow).run(codes).reshape(len(images), -1)
+    codes = to_accelerator(dataflow, execute(streamlined, images, [hw_in])[hw_in]).astype(np.int64)
+    return from_accelerator(dataflow, Simulator(dataflow).run(codes)).reshape(len(images), -1)
 
 
 def _model_outputs(run: Path, images: np.ndarray) -> np.ndarray:
@@ -354,6 +357,47 @@ def test_a_bnnflow_op_finn_has_no_layer_for_is_refused(cnv_run: Path, monkeypatc
         support.finn_layers(dataflow, folding=True)
 
 
+def test_a_network_with_a_layer_finn_lacks_is_refused_naming_it(cnv_run: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """ResNet-20's option-A shortcuts pad channels with zeros, which no FINN layer does (at FINN's main and dev:
+    both took its model.qonnx through conversion and streamlining and left the Slice and Pad in software); the
+    refusal names the FINN layer, before FINN runs. Shown on CNV's pool, as if FINN lacked one."""
+    from bnnflow.hw.finn import support
+
+    assert "ChannelPad" in support.FINN_LACKS and "ChannelPad" not in support.FINN_LAYERS
+    dataflow = ModelWrapper(str(cnv_run / "dataflow.onnx"))
+    monkeypatch.setitem(support.FINN_LACKS, "StreamingMaxPool", "a max-pool layer")
+    with pytest.raises(UnsupportedGraphError) as caught:
+        support.finn_layers(dataflow, folding=True)
+    assert str(caught.value) == ("FINN has no layer for node StreamingMaxPool_0 (StreamingMaxPool): FINN lacks a "
+                                 "max-pool layer, so FINN cannot build this network")
+
+
+def test_software_left_between_finns_hardware_layers_stops_the_build_in_one_line(tmp_path: Path) -> None:
+    """What FINN's dev branch made of ResNet-20's model.qonnx: its step_convert_to_hw leaves the shortcut's Slice
+    and Pad in software between hardware layers, where FINN's partitioning would stop on an assertion."""
+    build = _build_script(FINN_RUNS / "tfc_39f0c9a", tmp_path)
+    hls = "finn.custom_op.fpgadataflow.hls"
+    nodes = [helper.make_node("Thresholding_hls", ["x"], ["a"], domain=hls),
+             helper.make_node("DuplicateStreams_hls", ["a"], ["b", "c"], domain=hls),
+             helper.make_node("Slice", ["c", "s", "e", "ax", "st"], ["d"]),
+             helper.make_node("Pad", ["d", "p"], ["f"]),
+             helper.make_node("MVAU_hls", ["b"], ["g"], domain=hls),
+             helper.make_node("ElementwiseAdd_hls", ["g", "f"], ["h"], domain=hls),
+             helper.make_node("Mul", ["h", "k"], ["y"])]  # after the last hardware layer: FINN's parent graph's
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    model = ModelWrapper(helper.make_model(graph))
+    with pytest.raises(build.BnnflowError) as caught:
+        build.step_bnnflow_check_hw(model, None)
+    assert str(caught.value) == ("FINN has no hardware layer for Pad, Slice here: its step_convert_to_hw left 2 "
+                                 "node(s) in software between its hardware layers (Slice_0, Pad_0)")
+    model.graph.node.remove(model.graph.node[3])  # without the Slice and Pad, the join reading the fork: all in
+    model.graph.node.remove(model.graph.node[2])  # hardware but the Mul after it
+    model.graph.node[3].input[1] = "c"
+    assert build.step_bnnflow_check_hw(model, None) is not None
+
+
 def _input_quantizer(*ops: str, signed: int) -> ModelWrapper:
     """graph input -> ops -> an 8-bit Quant (scale 2**-8) -> output"""
     names = ["x", *[f"a{i}" for i in range(len(ops))]]
@@ -375,6 +419,22 @@ def test_unsigned_quantizers_go_to_finn_only_behind_a_relu() -> None:
         check_quantizers(_input_quantizer(signed=0))  # what bnnflow exported before: FINN's conversion stops on it
     with pytest.raises(UnsupportedGraphError, match="follows Flatten, not a ReLU"):
         check_quantizers(_input_quantizer("Flatten", signed=0))
+
+
+def test_inputs_halfway_between_two_codes_go_to_finn_on_the_code_qonnx_rounds_them_to() -> None:
+    """FINN's thresholds round a tie of the input quantizer up, qonnx's Quant to even (the digits upsampled to
+    32 x 32 have thousands): FINN gets such values on the code model.qonnx gives them, and nothing else moves."""
+    from bnnflow.pipeline.finn import off_rounding_ties
+
+    model = _input_quantizer("Relu", signed=0)
+    step = 2.0**-8
+    images = np.array([[3.5 * step, 4.5 * step, 0.3, -0.5 * step]], np.float32)
+    fixed, ties = off_rounding_ties(model, images)
+    assert ties == 2 and fixed.dtype == np.float32
+    assert np.array_equal(fixed, np.array([[4 * step, 4 * step, 0.3, -0.5 * step]], np.float32))
+    codes = [np.round(np.maximum(x.astype(np.float64), 0) / step) for x in (fixed, images)]  # qonnx: half to even
+    assert np.array_equal(*codes)  # the same input codes for model.qonnx
+    assert off_rounding_ties(_input_quantizer("Flatten", signed=1), images)[1] == 0  # no quantizer on the input
 
 
 def test_collect_reports_reads_what_finn_wrote() -> None:
