@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 
@@ -67,3 +68,22 @@ def test_there_is_a_digits_recipe_per_method():
         assert cfg.recipe.expected_accuracy == 0.0
         assert (cfg.model.name, cfg.model.args.get("hw")) == ("resnet20", True)
         assert (cfg.data.image_size, cfg.data.channels) == (32, 3)
+
+
+@pytest.mark.parametrize("path", DIGITS_RECIPES, ids=[p.stem for p in DIGITS_RECIPES])
+def test_digits_recipe_reaches_the_simulator_exactly(cli, tmp_path: Path, path: Path) -> None:
+    """Each paper's method on ResNet-20 hw, trained one short epoch on the bundled digits, goes through export,
+    compile and simulate from the CLI with 0 mismatches at every level (a slice of the data keeps it quick; the
+    full split is the same code on more samples)."""
+    import json
+
+    result = cli("run", str(path), "--out", "run", "--epochs", "1", "--steps", "train,export,compile,simulate",
+                 "--set", "data.limit_train=128", "--set", "data.limit_test=16", "--set", "train.threads=1")
+    assert result.returncode == 0, result.stderr
+    stages = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]
+    assert [stages[s]["status"] for s in ("train", "export", "compile", "simulate")] == ["ok"] * 4
+    assert stages["export"]["mismatches"] == 0 and stages["export"]["verified_samples"] == 16
+    assert stages["compile"]["streamlined_mismatches"] == 0 and stages["compile"]["dataflow_mismatches"] == 0
+    assert stages["simulate"]["mismatches"] == 0 and stages["simulate"]["simulated_samples"] == 16
+    ops = {node.op_type for node in onnx.load(tmp_path / "run" / "dataflow.onnx").graph.node}
+    assert {"DuplicateStreams", "AddStreams", "Downsample", "ChannelPad"} <= ops  # the residual graph, in hardware
