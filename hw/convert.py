@@ -282,7 +282,12 @@ class _Converter:
         channels = x.shape[-1]
         if x.order is not None and thresholds.shape[0] > 1:
             thresholds = thresholds[x.order]
-        inputs = [x.name, self.const(f"{name}_thresholds", thresholds, x.dtype)]
+        t_type = x.dtype
+        if x.bipolar:  # the stream holds bits b of codes 2b - 1: s (2b - 1) >= t  <=>  s b >= ceil((t + s) / 2)
+            s = np.ones(channels) if signs is None else (signs if x.order is None else signs[x.order])
+            thresholds = np.ceil((np.broadcast_to(thresholds, (channels, thresholds.shape[1])) + s[:, None]) / 2)
+            t_type = smallest_type(int(thresholds.min()), int(thresholds.max()))
+        inputs = [x.name, self.const(f"{name}_thresholds", thresholds, t_type)]
         if signs is not None:
             inputs.append(self.const(f"{name}_signs", signs if x.order is None else signs[x.order]))
         self.add("Thresholding", inputs, node.output[0], x.shape, out_type, NumChannels=channels, PE=1,
