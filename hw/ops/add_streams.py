@@ -8,16 +8,14 @@ per frame. The join waits for both: the FIFO on its shorter input must hold what
 
 from __future__ import annotations
 
-import math
-
 from onnx import helper
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import HWOp, as_float, divides, divisors, frame, positive
+from bnnflow.hw.ops.base import VectorStreamOp, as_float, divides, frame, positive
 from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
 
 
-class AddStreams(HWOp):
+class AddStreams(VectorStreamOp):
     def get_nodeattr_types(self) -> dict:
         return {
             **super().get_nodeattr_types(),
@@ -61,12 +59,6 @@ class AddStreams(HWOp):
         return [(node.input[0], shape, "inputDataType", "reads"), (node.input[1], shape, "input2DataType", "reads"),
                 (node.output[0], shape, "outputDataType", "writes")]
 
-    def legal_foldings(self) -> list[dict[str, int]]:
-        return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]
-
-    def get_exp_cycles(self) -> int:
-        return math.prod(self.get_nodeattr("numInputVectors")) * (self.get_nodeattr("NumChannels") //
-                                                                  self.get_nodeattr("PE"))
 
     def lut_estimate(self, lut_inputs: int) -> int:
         return int(round(LUT_CONTROL + self.get_nodeattr("PE") * self.output_datatype().bitwidth() * LUT_PER_ADDER_BIT))

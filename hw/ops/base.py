@@ -205,6 +205,32 @@ def first_bad(ok: np.ndarray, values: np.ndarray) -> str:
     return f"{values[index]:g} at {list(index)}"
 
 
+class ChannelStreamOp(HWOp):
+    """An op that handles ``PE`` of its ``NumChannels`` channels a cycle, every pixel or vector in turn."""
+
+    def legal_foldings(self) -> list[dict[str, int]]:
+        return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]
+
+    def channel_folds(self) -> int:
+        """Cycles per pixel: the channels over ``PE``."""
+        return self.get_nodeattr("NumChannels") // self.get_nodeattr("PE")
+
+
+class PixelStreamOp(ChannelStreamOp):
+    """A channel stream over the ``ImgDim`` pixels of its input map: one cycle per pixel and channel fold."""
+
+    def get_exp_cycles(self) -> int:
+        h, w = self.get_nodeattr("ImgDim")
+        return h * w * self.channel_folds()
+
+
+class VectorStreamOp(ChannelStreamOp):
+    """A channel stream over ``prod(numInputVectors)`` vectors: one cycle per vector and channel fold."""
+
+    def get_exp_cycles(self) -> int:
+        return math.prod(self.get_nodeattr("numInputVectors")) * self.channel_folds()
+
+
 #: up to this many thresholds a unit compares them all at once (a 4-bit output: 15 comparators per channel); more,
 #: and it searches them in a pipeline of log2(T + 1) compare stages, as FINN's RTL thresholding does
 PARALLEL_THRESHOLDS = 15

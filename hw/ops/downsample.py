@@ -11,11 +11,11 @@ from onnx import helper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import HWOp, as_float, divides, divisors, pairs, positive
+from bnnflow.hw.ops.base import PixelStreamOp, as_float, divides, pairs, positive
 from bnnflow.hw.ops.mvtu import LUT_CONTROL
 
 
-class Downsample(HWOp):
+class Downsample(PixelStreamOp):
     def get_nodeattr_types(self) -> dict:
         return {
             **super().get_nodeattr_types(),
@@ -54,12 +54,6 @@ class Downsample(HWOp):
                                  tuple(self.get_nodeattr("Stride")), tuple(self.get_nodeattr("OutDim")))
         context[self.onnx_node.output[0]] = as_float(out)
 
-    def legal_foldings(self) -> list[dict[str, int]]:
-        return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]
-
-    def get_exp_cycles(self) -> int:
-        h, w = self.get_nodeattr("ImgDim")
-        return h * w * (self.get_nodeattr("NumChannels") // self.get_nodeattr("PE"))
 
     def lut_estimate(self, lut_inputs: int) -> int:
         return LUT_CONTROL + 2 * max(self.get_nodeattr("ImgDim")).bit_length()  # row and column counters

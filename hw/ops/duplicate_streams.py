@@ -7,15 +7,13 @@ PE`` cycles per frame; a beat leaves only when every output can take it, so the 
 
 from __future__ import annotations
 
-import math
-
 from onnx import helper
 
-from bnnflow.hw.ops.base import HWOp, as_float, divides, divisors, frame, positive
+from bnnflow.hw.ops.base import VectorStreamOp, as_float, divides, frame, positive
 from bnnflow.hw.ops.mvtu import LUT_CONTROL
 
 
-class DuplicateStreams(HWOp):
+class DuplicateStreams(VectorStreamOp):
     def get_nodeattr_types(self) -> dict:
         return {
             **super().get_nodeattr_types(),
@@ -58,12 +56,6 @@ class DuplicateStreams(HWOp):
         return [(node.input[0], shape, "inputDataType", "reads"),
                 *((name, shape, "outputDataType", "writes") for name in node.output)]
 
-    def legal_foldings(self) -> list[dict[str, int]]:
-        return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]
-
-    def get_exp_cycles(self) -> int:
-        return math.prod(self.get_nodeattr("numInputVectors")) * (self.get_nodeattr("NumChannels") //
-                                                                  self.get_nodeattr("PE"))
 
     def lut_estimate(self, lut_inputs: int) -> int:
         return LUT_CONTROL + self.get_nodeattr("NumOutputStreams") * 4  # the valid / ready join of the outputs

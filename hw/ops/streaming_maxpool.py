@@ -11,12 +11,12 @@ from onnx import helper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import HWOp, Memory, as_float, divides, divisors, pairs, positive
+from bnnflow.hw.ops.base import HWOp, Memory, PixelStreamOp, as_float, divides, pairs, positive
 from bnnflow.hw.ops.mvtu import LUT_CONTROL
 from bnnflow.hw.ops.sliding_window import window_problems
 
 
-class StreamingMaxPool(HWOp):
+class StreamingMaxPool(PixelStreamOp):
     def get_nodeattr_types(self) -> dict:
         return {
             **super().get_nodeattr_types(),
@@ -42,12 +42,6 @@ class StreamingMaxPool(HWOp):
         out = kernels.maxpool(x, tuple(self.get_nodeattr("PoolDim")), tuple(self.get_nodeattr("Stride")))
         context[self.onnx_node.output[0]] = as_float(out)
 
-    def legal_foldings(self) -> list[dict[str, int]]:
-        return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]
-
-    def get_exp_cycles(self) -> int:
-        h, w = self.get_nodeattr("ImgDim")
-        return h * w * (self.get_nodeattr("NumChannels") // self.get_nodeattr("PE"))
 
     def memories(self) -> list[Memory]:
         c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")

@@ -9,13 +9,13 @@ and keeps one output row of running sums (the whole sum for a global pool). Cont
 from __future__ import annotations
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import HWOp, Memory, as_float, divides, divisors, pairs, positive
+from bnnflow.hw.ops.base import Memory, PixelStreamOp, as_float, divides, pairs, positive
 from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
 from bnnflow.hw.ops.sliding_window import window_problems
 from bnnflow.hw.ops.streaming_maxpool import pool_shape_op, pool_shapes
 
 
-class SumPool(HWOp):
+class SumPool(PixelStreamOp):
     def get_nodeattr_types(self) -> dict:
         return {
             **super().get_nodeattr_types(),
@@ -49,12 +49,6 @@ class SumPool(HWOp):
         out = kernels.sum_pool(x, tuple(self.get_nodeattr("PoolDim")), tuple(self.get_nodeattr("Stride")))
         context[self.onnx_node.output[0]] = as_float(out)
 
-    def legal_foldings(self) -> list[dict[str, int]]:
-        return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]
-
-    def get_exp_cycles(self) -> int:
-        h, w = self.get_nodeattr("ImgDim")
-        return h * w * (self.get_nodeattr("NumChannels") // self.get_nodeattr("PE"))
 
     def memories(self) -> list[Memory]:
         c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")

@@ -10,18 +10,15 @@ the MVTU's rules (``bnnflow.hw.ops.base.threshold_problems``).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from onnx import helper
 
 from bnnflow.hw import kernels
 from bnnflow.hw.ops.base import (
-    HWOp,
     Memory,
+    VectorStreamOp,
     as_float,
     divides,
-    divisors,
     frame,
     positive,
     threshold_compare_luts,
@@ -31,7 +28,7 @@ from bnnflow.hw.ops.base import (
 from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
 
 
-class Thresholding(HWOp):
+class Thresholding(VectorStreamOp):
     def get_nodeattr_types(self) -> dict:
         return {
             **super().get_nodeattr_types(),
@@ -72,13 +69,6 @@ class Thresholding(HWOp):
                 return [f"has input signs {self.onnx_node.input[2]} that are not one -1 or +1 per channel"]
         return threshold_problems(model, self.onnx_node.input[1], self.get_nodeattr("NumChannels"),
                                   self.output_datatype(), self.get_nodeattr("outputBias"))
-
-    def legal_foldings(self) -> list[dict[str, int]]:
-        return [{"PE": pe} for pe in divisors(self.get_nodeattr("NumChannels"))]
-
-    def get_exp_cycles(self) -> int:
-        vectors = math.prod(self.get_nodeattr("numInputVectors"))
-        return vectors * (self.get_nodeattr("NumChannels") // self.get_nodeattr("PE"))
 
     def num_thresholds(self) -> int:
         return (1 << self.output_datatype().bitwidth()) - 1
