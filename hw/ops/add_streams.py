@@ -11,7 +11,7 @@ from __future__ import annotations
 from onnx import helper
 
 from bnnflow.hw import kernels
-from bnnflow.hw.ops.base import VectorStreamOp, as_float, divides, frame, positive
+from bnnflow.hw.ops.base import VectorStreamOp, as_float, divides, positive
 from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
 
 
@@ -49,16 +49,11 @@ class AddStreams(VectorStreamOp):
     def num_inputs(self) -> int:
         return 2
 
-    def stream_shapes(self) -> tuple[list[int], list[int]]:
-        shape = frame(self.get_nodeattr("numInputVectors"), self.get_nodeattr("NumChannels"))
-        return shape, shape
-
     def streams(self) -> list[tuple[str, list[int], str, str]]:
         shape = self.stream_shapes()[0]
         node = self.onnx_node
         return [(node.input[0], shape, "inputDataType", "reads"), (node.input[1], shape, "input2DataType", "reads"),
                 (node.output[0], shape, "outputDataType", "writes")]
-
 
     def lut_estimate(self, lut_inputs: int) -> int:
         return int(round(LUT_CONTROL + self.get_nodeattr("PE") * self.output_datatype().bitwidth() * LUT_PER_ADDER_BIT))

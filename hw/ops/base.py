@@ -227,6 +227,10 @@ class PixelStreamOp(ChannelStreamOp):
 class VectorStreamOp(ChannelStreamOp):
     """A channel stream over ``prod(numInputVectors)`` vectors: one cycle per vector and channel fold."""
 
+    def stream_shapes(self) -> tuple[list[int], list[int]]:
+        shape = frame(self.get_nodeattr("numInputVectors"), self.get_nodeattr("NumChannels"))
+        return shape, shape
+
     def get_exp_cycles(self) -> int:
         return math.prod(self.get_nodeattr("numInputVectors")) * self.channel_folds()
 

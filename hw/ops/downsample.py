@@ -54,6 +54,5 @@ class Downsample(PixelStreamOp):
                                  tuple(self.get_nodeattr("Stride")), tuple(self.get_nodeattr("OutDim")))
         context[self.onnx_node.output[0]] = as_float(out)
 
-
     def lut_estimate(self, lut_inputs: int) -> int:
         return LUT_CONTROL + 2 * max(self.get_nodeattr("ImgDim")).bit_length()  # row and column counters

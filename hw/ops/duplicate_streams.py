@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from onnx import helper
 
-from bnnflow.hw.ops.base import VectorStreamOp, as_float, divides, frame, positive
+from bnnflow.hw.ops.base import VectorStreamOp, as_float, divides, positive
 from bnnflow.hw.ops.mvtu import LUT_CONTROL
 
 
@@ -46,16 +46,11 @@ class DuplicateStreams(VectorStreamOp):
     def num_outputs(self) -> int:
         return self.get_nodeattr("NumOutputStreams")
 
-    def stream_shapes(self) -> tuple[list[int], list[int]]:
-        shape = frame(self.get_nodeattr("numInputVectors"), self.get_nodeattr("NumChannels"))
-        return shape, shape
-
     def streams(self) -> list[tuple[str, list[int], str, str]]:
         shape = self.stream_shapes()[0]
         node = self.onnx_node
         return [(node.input[0], shape, "inputDataType", "reads"),
                 *((name, shape, "outputDataType", "writes") for name in node.output)]
-
 
     def lut_estimate(self, lut_inputs: int) -> int:
         return LUT_CONTROL + self.get_nodeattr("NumOutputStreams") * 4  # the valid / ready join of the outputs

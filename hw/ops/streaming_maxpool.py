@@ -42,7 +42,6 @@ class StreamingMaxPool(PixelStreamOp):
         out = kernels.maxpool(x, tuple(self.get_nodeattr("PoolDim")), tuple(self.get_nodeattr("Stride")))
         context[self.onnx_node.output[0]] = as_float(out)
 
-
     def memories(self) -> list[Memory]:
         c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
         out_w = self.get_nodeattr("ImgDim")[1] // self.get_nodeattr("Stride")[1]

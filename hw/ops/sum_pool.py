@@ -49,7 +49,6 @@ class SumPool(PixelStreamOp):
         out = kernels.sum_pool(x, tuple(self.get_nodeattr("PoolDim")), tuple(self.get_nodeattr("Stride")))
         context[self.onnx_node.output[0]] = as_float(out)
 
-
     def memories(self) -> list[Memory]:
         c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
         out_w = max(1, self.get_nodeattr("ImgDim")[1] // self.get_nodeattr("Stride")[1])

@@ -19,7 +19,6 @@ from bnnflow.hw.ops.base import (
     VectorStreamOp,
     as_float,
     divides,
-    frame,
     positive,
     threshold_compare_luts,
     threshold_memory,
@@ -56,10 +55,6 @@ class Thresholding(VectorStreamOp):
 
     def num_inputs(self) -> int:
         return 2 + self.get_nodeattr("inputSigns")
-
-    def stream_shapes(self) -> tuple[list[int], list[int]]:
-        shape = frame(self.get_nodeattr("numInputVectors"), self.get_nodeattr("NumChannels"))
-        return shape, shape
 
     def parameter_problems(self, model) -> list[str]:
         if self.get_nodeattr("inputSigns"):
