@@ -4,8 +4,8 @@ These are the reference: the hardware ops' ``execute_node`` calls them, the test
 simulator must agree with them bit for bit. Conventions (docs/architecture.md, the bit-exact contract):
 
 - a binary tensor holds bits, 1 for +1 and 0 for -1;
-- ``xnor_popcount_matmul`` returns ``popcount(xnor(x, w))`` in [0, K]; an XNOR unit's accumulator is the
-  bipolar dot product ``2 * popcount - K``, plus the zero-padding correction of its output position;
+- ``bipolar_dot`` returns an XNOR unit's accumulator, the bipolar dot product ``2 * popcount(xnor(x, w)) - K``
+  in [-K, K], to which the zero-padding correction of its output position is added;
 - ``multithreshold`` returns, per channel, how many thresholds ``T_i <= acc`` (an accumulator exactly on a
   threshold counts);
 - feature maps are channels-last (N, H, W, C), and a sliding window emits each patch as (kh, kw, C), channels
@@ -34,12 +34,6 @@ def _int(x: np.ndarray) -> np.ndarray:
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """An integer matrix product through float64 BLAS: exact, since every sum here stays far below 2**53."""
     return np.rint(np.asarray(a, dtype=np.float64) @ np.asarray(b, dtype=np.float64)).astype(np.int64)
-
-
-def xnor_popcount_matmul(bits: np.ndarray, weight_bits: np.ndarray) -> np.ndarray:
-    """``popcount(xnor(x, w))`` over the last axis of ``bits`` (..., K) against ``weight_bits`` (K, N)."""
-    x, w = _int(bits), _int(weight_bits)
-    return _exact_matmul(x, w) + _exact_matmul(1 - x, 1 - w)  # positions where both are 1, plus both 0
 
 
 def int_matmul(values: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """hw/kernels.py against qonnx's own implementations, which bnnflow did not write, as independent references.
 
-- xnor_popcount_matmul vs qonnx.custom_op.general.xnorpopcount.xnorpopcountmatmul;
+- bipolar_dot vs 2 * qonnx.custom_op.general.xnorpopcount.xnorpopcountmatmul - K;
 - int_matmul vs ONNX MatMul run by qonnx's executor (onnxruntime);
 - multithreshold vs qonnx.custom_op.general.multithreshold.multithreshold (channels last) and the MultiThreshold
   op with data_layout NHWC;
@@ -52,37 +52,37 @@ def _exact_int(ref: np.ndarray) -> np.ndarray:
     return ref.astype(np.int64)
 
 
-# ---------------------------------------------------------------- xnor_popcount_matmul
+# ---------------------------------------------------------------- bipolar_dot
 
 XNOR_SHAPES = [((1, 1), 1), ((4, 7), 3), ((16, 64), 10), ((2, 3, 3, 18), 8), ((5, 1), 4)]
 
 
 @pytest.mark.parametrize("x_shape,n", XNOR_SHAPES, ids=str)
-def test_xnor_popcount_matmul_matches_qonnx(x_shape, n):
+def test_bipolar_dot_matches_qonnx_xnor_popcount(x_shape, n):
     rng = np.random.default_rng(sum(x_shape) + n)
     k = x_shape[-1]
     bits = rng.integers(0, 2, size=x_shape).astype(np.float32)  # qonnx's float containers
     weight_bits = rng.integers(0, 2, size=(k, n)).astype(np.float32)
-    got = kernels.xnor_popcount_matmul(bits, weight_bits)
+    got = kernels.bipolar_dot(bits, weight_bits)
     assert got.dtype == np.int64
     assert got.shape == (*x_shape[:-1], n)
-    assert np.array_equal(got, _exact_int(qonnx_xnorpopcountmatmul(bits, weight_bits)))
-    assert got.min() >= 0 and got.max() <= k
+    assert np.array_equal(got, 2 * _exact_int(qonnx_xnorpopcountmatmul(bits, weight_bits)) - k)
+    assert got.min() >= -k and got.max() <= k
 
 
-def test_xnor_popcount_matmul_all_inputs_and_bipolar_identity():
+def test_bipolar_dot_all_inputs_and_extremes():
     k = 6
     bits = np.asarray(list(itertools.product([0, 1], repeat=k)), dtype=np.int64)
     weight_bits = np.random.default_rng(0).integers(0, 2, size=(k, 5))
-    acc = kernels.xnor_popcount_matmul(bits, weight_bits)
-    assert np.array_equal(acc, _exact_int(qonnx_xnorpopcountmatmul(bits.astype(np.float64),
-                                                                   weight_bits.astype(np.float64))))
-    # The contract: the bipolar dot product is 2 * acc - K.
-    assert np.array_equal(2 * acc - k, (2 * bits - 1) @ (2 * weight_bits - 1))
-    # Extremes: equal vectors give K, complementary ones give 0.
+    acc = kernels.bipolar_dot(bits, weight_bits)
+    assert np.array_equal(acc, 2 * _exact_int(qonnx_xnorpopcountmatmul(bits.astype(np.float64),
+                                                                       weight_bits.astype(np.float64))) - k)
+    # The contract: the accumulator is the dot product of the +-1 values the bits stand for.
+    assert np.array_equal(acc, (2 * bits - 1) @ (2 * weight_bits - 1))
+    # Extremes: equal vectors give K, complementary ones give -K.
     col = weight_bits[:, 0]
-    assert kernels.xnor_popcount_matmul(col[None], weight_bits)[0, 0] == k
-    assert kernels.xnor_popcount_matmul(1 - col[None], weight_bits)[0, 0] == 0
+    assert kernels.bipolar_dot(col[None], weight_bits)[0, 0] == k
+    assert kernels.bipolar_dot(1 - col[None], weight_bits)[0, 0] == -k
 
 
 # ---------------------------------------------------------------- int_matmul
