@@ -1,6 +1,7 @@
 """LowerToIntegers: model.qonnx as an integer graph, with the host's float parts around it.
 
-In: a cleaned QONNX graph (Brevitas's export): ``Quant`` / ``BipolarQuant`` on weights and activations, ``Conv``,
+In: a cleaned QONNX graph (Brevitas's export): ``Quant`` / ``BipolarQuant`` on weights and activations, ``Trunc``
+(after an average pool), ``Conv``,
 ``MatMul``, ``Gemm``, ``BatchNormalization``, ``Mul``/``Add``/``Sub``/``Div`` by constants, ``Clip``, ``Relu``,
 ``PRelu``, ``MaxPool``, ``AveragePool``, ``GlobalAveragePool``, residual ``Add``, ``Slice``, ``Pad``, ``Flatten``,
 ``Reshape``, in any branching (DAG) form.
@@ -97,7 +98,7 @@ class _Lowering:
 
     def run(self) -> ModelWrapper:
         handlers: dict[str, Callable] = {
-            "Quant": self.quant, "BipolarQuant": self.quant, "Conv": self.conv, "MatMul": self.matmul,
+            "Quant": self.quant, "BipolarQuant": self.quant, "Trunc": self.quant, "Conv": self.conv, "MatMul": self.matmul,
             "Gemm": self.matmul, "BatchNormalization": self.batchnorm, "Mul": self.arithmetic,
             "Div": self.arithmetic, "Add": self.arithmetic, "Sub": self.arithmetic, "Clip": self.clip,
             "Relu": self.clip, "PRelu": self.prelu, "Neg": self.neg, "MaxPool": self.maxpool, "AveragePool": self.avgpool,
@@ -121,7 +122,7 @@ class _Lowering:
             handler = handlers.get(node.op_type)
             if handler is None:
                 self._refuse(node, "is not supported between quantized layers; the compiler takes Conv, MatMul, "
-                             "Gemm, BatchNorm, quantizers, Clip/ReLU/PReLU, pooling, residual Add, Slice, Pad, "
+                             "Gemm, BatchNorm, quantizers, Trunc, Clip/ReLU/PReLU, pooling, residual Add, Slice, Pad, "
                              "Flatten")
             handler(node)
         return self._finish()
@@ -165,6 +166,8 @@ class _Lowering:
             self._refuse(node, "has a computed or per-channel scale; activation quantizers take one constant scale")
         if node.op_type == "BipolarQuant":
             return Quantizer.bipolar(float(scale.reshape(-1)[0]))
+        if node.op_type == "Trunc":
+            return self._trunc(node, scale)
         if zero is None or bits is None or zero.size != 1:
             self._refuse(node, "has a computed zero point or bit width")
         bits = int(bits.reshape(-1)[0])
@@ -175,6 +178,22 @@ class _Lowering:
                          "and ROUND, FLOOR, CEIL or ROUND_TO_ZERO")
         return Quantizer.integer(float(scale.reshape(-1)[0]), float(zero.reshape(-1)[0]), bits,
                                  bool(_attr(node, "signed", 1)), bool(_attr(node, "narrow", 0)), rounding)
+
+    def _trunc(self, node, scale: np.ndarray) -> Quantizer:
+        """A ``Trunc`` (after an average pool: Brevitas's ``TruncAvgPool2d``) as the quantizer it is."""
+        if len(node.input) != 6:
+            self._refuse(node, "is the first form of qonnx's Trunc (5 inputs, opset 1 of qonnx.custom_op.general), "
+                         "which has no output range; export it with a Brevitas that writes Trunc with 6 inputs")
+        zero, output_scale, bits = (self.src.get_initializer(name) for name in node.input[2:3] + node.input[4:6])
+        if zero is None or output_scale is None or bits is None or max(zero.size, output_scale.size, bits.size) != 1:
+            self._refuse(node, "has a computed or per-channel zero point, output scale or bit width")
+        bits = int(bits.reshape(-1)[0])
+        rounding = _attr(node, "rounding_mode", b"FLOOR")
+        rounding = rounding.decode() if isinstance(rounding, bytes) else rounding
+        if not 1 <= bits <= 16:
+            self._refuse(node, f"truncates to {bits} bits; the compiler takes 1 to 16 bits")
+        return Quantizer.trunc(scale, zero, output_scale, bits, bool(_attr(node, "signed", 1)),
+                               bool(_attr(node, "narrow", 0)), rounding)
 
     def input_quant(self, node) -> None:
         """The first activation quantizer: its codes, computed on the host, are the accelerator's input."""

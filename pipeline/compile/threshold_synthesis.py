@@ -28,6 +28,7 @@ class Quantizer:
 
     ``Quant``: ``code = clamp(rounding(x / scale + zero), qmin, qmax)``, one threshold per code above ``qmin``.
     ``BipolarQuant``: ``code = +1 if x >= 0 else -1``, one threshold.
+    ``Trunc``: the integer part of a sum of codes at a coarser step (``Quantizer.trunc``).
     """
 
     levels: np.ndarray
@@ -58,6 +59,28 @@ class Quantizer:
                 return np.clip(round_fn(x / scale + zero), qmin, qmax).astype(np.int64)
 
         return cls(np.arange(qmin + 1, qmax + 1), 1.0, float(qmin), dtype, scale, -zero * scale, code)
+
+    @classmethod
+    def trunc(cls, scale: np.ndarray, zero: np.ndarray, output_scale: np.ndarray, bits: int, signed: bool,
+              narrow: bool, rounding: str) -> "Quantizer":
+        """qonnx's ``Trunc`` (v2, Brevitas's ``TruncAvgPool2d``): ``code = clamp(rounding(round(x / scale + zero) /
+        t), qmin, qmax)`` with ``t = 2**round(log2(output_scale / scale))``; its float output is
+        ``(code - zero / t) * output_scale``. The arithmetic is qonnx's ``trunc_v2``, in its float32 parameters."""
+        from qonnx.custom_op.general.quant import max_int, min_int, resolve_rounding_mode
+
+        qmin, qmax = min_int(signed, narrow, bits), max_int(signed, narrow, bits)
+        dtype = DataType[f"INT{bits}"] if signed else DataType["BINARY"] if bits == 1 else DataType[f"UINT{bits}"]
+        t = 2 ** np.round(np.log2(output_scale / scale))
+        round_fn = resolve_rounding_mode(rounding)
+
+        def code(x: np.ndarray) -> np.ndarray:
+            with np.errstate(invalid="ignore", over="ignore"):
+                y = np.round(x / scale + zero) / t
+                return round_fn(np.clip(y, qmin, qmax)).astype(np.int64)
+
+        out_scale = float(output_scale.reshape(-1)[0])
+        offset = -float((zero / t).reshape(-1)[0]) * out_scale
+        return cls(np.arange(qmin + 1, qmax + 1), 1.0, float(qmin), dtype, out_scale, offset, code)
 
 
 def synthesize(code_of: Callable[[np.ndarray], np.ndarray], direction: np.ndarray, low: int, high: int,
