@@ -12,13 +12,20 @@ from bnnflow.errors import InputError
 from bnnflow.pipeline.rundir import atomic_path
 
 
-def load_model(path: Path, produced_by: str) -> ModelWrapper:
-    """Load an ONNX file; a missing or malformed file is one clear ``InputError`` naming the stage that writes it."""
+def require_file(path: Path, missing: str) -> Path:
+    """``path`` when it is a file; a folder or a missing path is one ``InputError`` (``missing``: what to do)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a folder, not an ONNX file")
     if not path.is_file():
-        raise InputError(f"{path} does not exist; run `bnnflow {produced_by}` first")
+        raise InputError(f"{path} does not exist; {missing}")
+    return path
+
+
+def load_model(path: Path, produced_by: str) -> ModelWrapper:
+    """Load an ONNX file that a bnnflow stage wrote; a missing or malformed file is one clear ``InputError`` naming
+    the stage that writes it. (A QONNX file made elsewhere goes through ``qonnx_import.import_qonnx``.)"""
+    path = require_file(path, f"run `bnnflow {produced_by}` first")
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)

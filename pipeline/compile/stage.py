@@ -156,18 +156,19 @@ def import_run(source: Path, root: Path, cfg: Config, images: np.ndarray | None,
     """Hold a run folder holding the QONNX file ``source`` (made elsewhere, e.g. a Brevitas export), ready for
     ``compile_run``; the import is the run's first stage.
 
-    The model is cleaned with qonnx's ``cleanup_model`` and written as ``model.qonnx``. Without ``images``,
+    The model is normalised (``qonnx_import.import_qonnx``: legacy domains, missing opset imports, old opsets,
+    other spellings of the same ops, channels-last graphs, qonnx's ``cleanup_model``, the strict ONNX check) and
+    written as ``model.qonnx``; the import's entry in summary.json lists what it changed. Without ``images``,
     verification draws ``compile.verify_samples`` (at most 256) uniform random inputs in [0, 1), seeded, in the
     model's input shape; they are kept in ``verify/inputs.npy``. A folder holding a run of another model (another
     file's content, or a trained run) is not replaced without ``force``; one imported from the same content is
     reopened with the new settings.
     """
-    from qonnx.util.cleanup import cleanup_model
-
     from bnnflow.pipeline.manifest import Manifest, file_sha256
+    from bnnflow.pipeline.qonnx_import import import_qonnx
     from bnnflow.pipeline.steps import Stage, open_run, run_steps
 
-    model = cleanup_model(load_model(source, "export"))
+    model, changes = import_qonnx(source)
     shape = model.get_tensor_shape(model.graph.input[0].name)[1:]
     explicit_inputs = images is not None
     if images is None:
@@ -189,12 +190,14 @@ def import_run(source: Path, root: Path, cfg: Config, images: np.ndarray | None,
         with open_run(cfg, root, force=force, replace=not same) as run:
             if not same or explicit_inputs:
                 def step_import(cfg: Config, run: RunDir) -> dict[str, Any]:
-                    """Write the cleaned model and the verification inputs."""
+                    """Write the normalised model and the verification inputs."""
+                    for change in changes:
+                        out.info(f"[import] {change}")
                     save_model(model, run.qonnx)
                     with atomic_path(run.verify_dir / "inputs.npy") as tmp:
                         with open(tmp, "wb") as f:
                             np.save(f, images.astype(np.float32))
-                    return {"source": str(source), "source_sha256": sha, "samples": len(images)}
+                    return {"source": str(source), "source_sha256": sha, "samples": len(images), "changes": changes}
 
                 run_steps(cfg, run, [Stage("import", step_import, (), ("model.qonnx", "verify/inputs.npy"), (),
                                            f"bnnflow compile {source} --out {{run}} --force")])

@@ -237,7 +237,7 @@ CASES = [
     # ONNX files and compiling
     Case("compile-missing-onnx", _just("compile", "missing.onnx"), 2, "missing.onnx does not exist"),
     Case("compile-malformed-onnx", _write_file("broken.onnx", "garbage", ["compile", "broken.onnx"]), 2,
-         "not a valid ONNX model"),
+         "broken.onnx is not an ONNX file"),
     Case("compile-unsupported-op", _foreign_qonnx, 3, "Sin"),
     Case("compile-unnamed-node", lambda tmp, run, later: _foreign_qonnx(tmp, run, later, "Cos", ""), 3,
          "node Cos_0 (Cos) is not supported between quantized layers"),
