@@ -272,6 +272,25 @@ def _default_import_out(source: Path) -> Path:
 
 
 @command()
+def inspect(
+    model_file: Annotated[Path, typer.Argument(metavar="FILE.onnx", help="A QONNX file, from anywhere.")],
+    board: Annotated[Optional[str], typer.Option(help="Also fold for this board and show its estimate "
+                                                 "(`bnnflow boards`).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON, for scripts.")] = False,
+) -> None:
+    """Say what a QONNX file is and whether it compiles (changes no file).
+
+    Shows the producer, opsets, domains, inputs and outputs, what the import would change, each layer with its
+    weight and input bit widths, and whether the compiler takes it: if not, the first node that stops it and what
+    would make it compile. Exit 0 either way; a file that is not valid ONNX is one line and exit 2.
+    """
+    from bnnflow.pipeline.inspection import format_facts, inspect_file
+
+    facts = inspect_file(model_file, board)
+    print(json.dumps(facts, indent=2) if as_json else format_facts(facts))
+
+
+@command()
 def simulate(
     target: Annotated[Path, typer.Argument(help="A run directory, or a dataflow.onnx file.")],
     inputs: Annotated[Optional[Path], typer.Option(help="Accelerator inputs (.npy, integer codes).")] = None,
