@@ -325,6 +325,14 @@ class _Lowering:
 
     def _linear(self, node, x: Codes, w: Weights, acc: str, acc_type: DataType, matrix: np.ndarray) -> None:
         """What the integer accumulator ``acc`` of ``codes @ matrix`` (K, N) stands for, per output channel."""
+        if x.dtype == DataType["BIPOLAR"] and w.dtype != DataType["BIPOLAR"]:
+            # the dataflow conversion would refuse it too, naming a streamlined node: say it here, in the user's terms
+            if w.dtype.bitwidth() == 1:  # unsigned 1-bit weights, 0 and 1
+                self._refuse(node, f"multiplies binary activations by {w.dtype.name} (0/1) weights; the hardware "
+                             "multiplies bits by bipolar (+-1) weights only: quantize its weights signed (BipolarQuant)")
+            self._refuse(node, f"multiplies binary activations by {w.dtype.name} weights ({w.dtype.bitwidth()}-bit); "
+                         "the hardware multiplies bits by 1-bit weights only: quantize this layer's weights to 1 bit "
+                         "(weight_bits=1) or its input to 2 bits or more")
         cout = matrix.shape[1]
         w_scale = w.scale.reshape(-1) if w.scale.size > 1 else np.full(cout, float(w.scale.reshape(-1)[0]))
         scale = x.scale[0] * w_scale

@@ -97,9 +97,10 @@ def test_inspect_names_the_node_that_stops_compile(cli, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert "compiles    no" in result.stdout and "weights 2 bit  inputs 1 bit" in result.stdout
     stops = next(line for line in result.stdout.splitlines() if line.strip().startswith("stops at"))
-    assert "MatMul" in stops and "INT2 weights" in stops and "weight_bits=1" in stops
-    facts = json.loads(cli("inspect", str(path), "--json").stdout)
-    assert facts["compiles"] is False and "INT2 weights" in facts["stops_at"]
+    facts_layers = json.loads(cli("inspect", str(path), "--json").stdout)
+    second = facts_layers["layers"][1]["name"]  # the first layer with binary inputs, by its name in the file
+    assert f"node {second} (MatMul)" in stops and "INT2 weights (2-bit)" in stops and "weight_bits=1" in stops
+    assert facts_layers["compiles"] is False and facts_layers["stops_at"] in stops
 
 
 BROKEN = [("garbage", b"\x08\x07\x12\xff\xff not a protobuf", "is not an ONNX file"),

@@ -269,11 +269,11 @@ def test_import_refuses_invalid_graph_naming_the_checker() -> None:
 
 
 def test_binary_activations_times_multi_bit_weights_refused_naming_layer_and_width() -> None:
-    from bnnflow.hw.convert import to_dataflow
-    from bnnflow.pipeline.compile.streamline import streamline_model
-
     model, _ = normalise_qonnx(_mlp(weight_bits=2, act_bits=1, seed=11).model)
     with pytest.raises(UnsupportedGraphError) as err:
-        to_dataflow(streamline_model(model))
+        compile_model(model, CompileConfig(board="u250"))
     message = str(err.value)
-    assert "\n" not in message and "INT2 weights" in message and "MatMul" in message
+    # the first layer reads 8-bit input codes (integer mode); the second reads bits: that one is named
+    second = model.get_nodes_by_op_type("MatMul")[1]
+    assert "\n" not in message and message.startswith(f"node {second.name} (MatMul) ")
+    assert "INT2 weights (2-bit)" in message and "weight_bits=1" in message
