@@ -9,8 +9,9 @@ rows of a ``MatMul`` after a flatten of an NHWC map (``AbsorbChanFirstIntoMatMul
 
 1. a channels-last node becomes the standard one between a ``Transpose`` to NCHW (its data input, and a Conv's
    weights) and a ``Transpose`` back to NHWC (its output): the same function, now in standard ops;
-2. a ``Transpose`` moves downstream past a node that acts on each value alike (a quantizer or an arithmetic op
-   whose other inputs are scalars, ``Relu``): ``f(T(x)) = T(f(x))``;
+2. past a node that acts on each value alike (a quantizer or an arithmetic op whose other inputs are scalars,
+   ``Relu``), ``f(T(x)) = T(f(x))``: a ``Transpose`` to NHWC moves downstream, one to NCHW upstream (so they
+   meet their inverses, and none moves back and forth);
 3. two ``Transpose`` nodes that undo each other disappear;
 4. a ``Transpose`` NCHW -> NHWC read only by a flatten into a ``MatMul`` on constant (or quantized constant)
    weights disappears, the weight rows permuted back from (h, w, c) order to (c, h, w) order.
@@ -31,6 +32,7 @@ from qonnx.util.basic import get_by_name
 CHANNELS_LAST_DOMAIN = "qonnx.custom_op.channels_last"
 #: ops that act on every value alike when their other inputs are scalars
 ELEMENTWISE = ("Quant", "BipolarQuant", "Trunc", "Relu", "Mul", "Add", "Sub", "Div", "Identity")
+TO_CHANNELS_LAST, TO_CHANNELS_FIRST = list(to_channels_last_args(4)), list(to_channels_first_args(4))
 
 
 def _perm(node) -> list[int]:
@@ -41,7 +43,7 @@ class RevertChannelsLast(Transformation):
     """Channels-last QONNX back to channels first (see the module docstring)."""
 
     def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
-        for rewrite in (self._unwrap, self._cancel, self._absorb_into_matmul, self._move_down):
+        for rewrite in (self._unwrap, self._cancel, self._absorb_into_matmul, self._move_down, self._move_up):
             for node in list(model.graph.node):
                 if rewrite(model, node):
                     return model.transform(InferShapes()), True
@@ -97,16 +99,18 @@ class RevertChannelsLast(Transformation):
         model.graph.node.remove(after)
         return True
 
+    @staticmethod
+    def _per_value(model: ModelWrapper, node) -> bool:
+        """``node`` acts on each value of its first input alike: its other inputs are scalar constants."""
+        others = [name for name in node.input[1:] if name]
+        return node.op_type in ELEMENTWISE and len(node.output) == 1 and \
+            all(model.get_initializer(name) is not None and model.get_initializer(name).size == 1 for name in others)
+
     def _move_down(self, model: ModelWrapper, node) -> bool:
-        if node.op_type != "Transpose":
+        if node.op_type != "Transpose" or _perm(node) != TO_CHANNELS_LAST:
             return False
         after = self._single_reader(model, node.output[0])
-        if after is None or after.op_type not in ELEMENTWISE or after.input[0] != node.output[0]:
-            return False
-        others = [name for name in after.input[1:] if name]
-        if any(model.get_initializer(name) is None or model.get_initializer(name).size != 1 for name in others):
-            return False
-        if len(after.output) != 1:
+        if after is None or after.input[0] != node.output[0] or not self._per_value(model, after):
             return False
         # T -> f  becomes  f -> T: f reads T's input, and a new Transpose writes f's old output
         moved = model.make_new_valueinfo_name()
@@ -121,8 +125,28 @@ class RevertChannelsLast(Transformation):
             graph.value_info.remove(info)  # its shape is now the transposed one; shape inference sets it
         return True
 
+    def _move_up(self, model: ModelWrapper, node) -> bool:
+        if node.op_type != "Transpose" or _perm(node) != TO_CHANNELS_FIRST:
+            return False
+        before = model.find_producer(node.input[0])
+        if before is None or not self._per_value(model, before) or \
+                self._single_reader(model, before.output[0]) is not node:
+            return False
+        # f -> T  becomes  T -> f: T reads f's input, f writes T's old output
+        moved = model.make_new_valueinfo_name()
+        graph = model.graph
+        graph.node.remove(node)
+        graph.node.insert(list(graph.node).index(before), helper.make_node("Transpose", [before.input[0]], [moved],
+                                                                          perm=_perm(node)))
+        old_out = before.output[0]
+        before.input[0] = moved
+        before.output[0] = node.output[0]
+        for info in [v for v in graph.value_info if v.name == old_out]:
+            graph.value_info.remove(info)
+        return True
+
     def _absorb_into_matmul(self, model: ModelWrapper, node) -> bool:
-        if node.op_type != "Transpose" or _perm(node) != [0, 2, 3, 1]:
+        if node.op_type != "Transpose" or _perm(node) != TO_CHANNELS_LAST:
             return False
         flatten = self._single_reader(model, node.output[0])
         if flatten is None or flatten.op_type not in ("Flatten", "Reshape"):

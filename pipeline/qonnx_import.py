@@ -90,9 +90,9 @@ def normalise_qonnx(proto: onnx.ModelProto, name: str = "the model") -> tuple[Mo
             model = cleanup_model(model)  # folds a Gemm's weight Transpose into its quantizer's initializer
     except InputError:
         raise
-    except Exception as err:  # qonnx's and onnx's tools assert or raise on graphs they cannot read
+    except Exception as err:  # qonnx's and onnx's tools assert or raise bare exceptions on graphs they cannot read
         raise InputError(f"{name} cannot be read as QONNX ({type(err).__name__}: {_first_line(err)}); check that "
-                         "qonnx's executor runs it") from None
+                         "qonnx's executor runs it") from err  # --debug shows the tool's own traceback
     _drop_unused_opsets(model.model)
     try:
         onnx.checker.check_model(model.model)

@@ -181,6 +181,28 @@ def test_import_zoo_form_is_exact(weight_bits: int, act_bits: int) -> None:
     assert {"Div", "Sub", "Mul", "Add"} <= {node.op_type for node in model.graph.node}
 
 
+def test_compile_cli_imports_zoo_form_and_records_the_changes(cli, tmp_path) -> None:
+    """``bnnflow compile FILE`` then ``simulate``: RUN/model.qonnx is the strict, normalised model, summary.json
+    says what the import changed, and every level equals qonnx's execution of the model the form was made from."""
+    import json
+
+    reference = _with_input_normalisation(_mlp(seed=21))
+    path = tmp_path / "zoo.onnx"
+    onnx.save(_zoo_form(reference), str(path))
+    result = cli("compile", str(path), "--out", "run")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    changes = json.loads((run / "summary.json").read_text())["stages"]["import"]["changes"]
+    assert any("from domain onnx.brevitas" in c for c in changes) and any("opset 9 raised to 13" in c for c in changes)
+    onnx.checker.check_model(onnx.load(str(run / "model.qonnx")))
+    assert cli("simulate", "run").returncode == 0
+    stages = json.loads((run / "summary.json").read_text())["stages"]
+    assert stages["compile"]["verified_samples"] == 256 and stages["compile"]["dataflow_mismatches"] == 0
+    assert stages["simulate"]["simulated_samples"] == 256 and stages["simulate"]["mismatches"] == 0
+    images = np.load(run / "verify" / "inputs.npy")
+    np.testing.assert_array_equal(np.load(run / "verify" / "compile.npz")["qonnx"], _run(reference, images))
+
+
 # -- Brevitas's two exporters, channels-last, Trunc ---------------------------------------------------------------
 
 
@@ -204,16 +226,20 @@ def test_import_brevitas_dynamo_export_is_exact(tmp_path) -> None:
     assert not model.get_nodes_by_op_type("Gemm")
 
 
-def test_import_channels_last_form_is_exact(tmp_path) -> None:
+@pytest.mark.parametrize("channels_last_input", [False, True], ids=["nchw-input", "nhwc-input"])
+def test_import_channels_last_form_is_exact(tmp_path, channels_last_input: bool) -> None:
     from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
     from qonnx.util.cleanup import cleanup_model
 
     form = cleanup_model(ModelWrapper(_brevitas_export(tmp_path, dynamo=False)))
-    form = form.transform(ConvertToChannelsLastAndClean()).model
+    form = form.transform(ConvertToChannelsLastAndClean(make_input_channels_last=channels_last_input)).model
     assert any(node.domain == "qonnx.custom_op.channels_last" for node in form.graph.node)
-    model = _check_form(form, form, CONV_SHAPE, "channels-last nodes")
+    shape = (*CONV_SHAPE[1:], CONV_SHAPE[0]) if channels_last_input else CONV_SHAPE
+    model = _check_form(form, form, shape, "channels-last nodes")
     assert not any(node.domain == "qonnx.custom_op.channels_last" for node in model.graph.node)
-    assert not model.get_nodes_by_op_type("Transpose")
+    # an NHWC input keeps one Transpose, on the graph input, in front of everything (host work)
+    transposes = model.get_nodes_by_op_type("Transpose")
+    assert [t.input[0] for t in transposes] == ([model.graph.input[0].name] if channels_last_input else [])
 
 
 # -- other spellings of a bipolar quantizer -----------------------------------------------------------------------
