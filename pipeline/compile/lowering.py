@@ -154,7 +154,9 @@ class _Lowering:
         if node.op_type == "Quant" and np.any(self.src.get_initializer(node.input[2]) != 0):
             self._refuse(node, "quantizes weights with a zero point; use a symmetric weight quantizer")
         if not np.array_equal(codes, np.round(codes)):
-            self._refuse(node, "leaves non-integer weight codes; use a symmetric weight quantizer")
+            self._refuse(node, "leaves weights that are not integer multiples of its scale in float32 (a scale that "
+                         "is not a power of two rounds scale * code); use power-of-two weight scales (Brevitas: "
+                         "restrict_scaling_type = POWER_OF_TWO)")
         dtype = DataType["BIPOLAR"] if node.op_type == "BipolarQuant" else op.get_integer_datatype(self.src)
         self.weights[node.output[0]] = Weights(np.round(codes).astype(np.int64), scale, dtype)
         self.values[node.output[0]] = Host(node.output[0])  # as a float, for a layer that stays on the host

@@ -303,3 +303,14 @@ def test_binary_activations_times_multi_bit_weights_refused_naming_layer_and_wid
     second = model.get_nodes_by_op_type("MatMul")[1]
     assert "\n" not in message and message.startswith(f"node {second.name} (MatMul) ")
     assert "INT2 weights (2-bit)" in message and "weight_bits=1" in message
+
+
+def test_weights_on_a_scale_that_is_not_a_power_of_two_are_refused_with_the_fix() -> None:
+    """The zoo's kwsmlp_w3a3 form: 3-bit weights on per-channel scales like 0.0561, whose float32 products are not
+    exact multiples of the scale, so no integer accumulator reproduces the float graph."""
+    model, _ = normalise_qonnx(_mlp(weight_bits=3, act_bits=2, seed=12).model)
+    weight_quants = [n for n in model.get_nodes_by_op_type("Quant") if model.get_initializer(n.input[0]) is not None]
+    model.set_initializer(weight_quants[1].input[1], np.asarray(0.1, dtype=np.float32))  # 3 * 0.1 rounds in float32
+    with pytest.raises(UnsupportedGraphError, match="power-of-two weight scales") as err:
+        compile_model(model, CompileConfig(board="u250"))
+    assert str(err.value).startswith(f"node {weight_quants[1].name} (Quant) ") and "\n" not in str(err.value)
