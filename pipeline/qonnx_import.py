@@ -14,6 +14,7 @@ changed (a run records it in summary.json):
   qonnx executes as ``x >= 0 ? +1 : -1`` (``int_quant``'s 1-bit case), become ``BipolarQuant``;
 - the dynamo exporter's forms: a ``Conv`` without ``kernel_shape`` gets it from its weights, a bias-less ``Gemm``
   becomes ``MatMul`` (with a ``Transpose`` of its weights for ``transB``, the TorchScript exporter's form);
+- a quantizer of a constant bias (QKeras's form) is folded into its values, with qonnx's ``FoldConstantsFiltered``;
 - a channels-last graph (qonnx's ``ConvertToChannelsLastAndClean``) goes back to channels first
   (``channels_first.RevertChannelsLast``);
 - then qonnx's ``cleanup_model`` (shape inference, constant folding, readable names) and onnx's strict checker.
@@ -88,6 +89,8 @@ def normalise_qonnx(proto: onnx.ModelProto, name: str = "the model") -> tuple[Mo
         if dynamo:
             changes += dynamo
             model = cleanup_model(model)  # folds a Gemm's weight Transpose into its quantizer's initializer
+        model, folded = _fold_bias_quantizers(model)
+        changes += folded
     except InputError:
         raise
     except Exception as err:  # qonnx's and onnx's tools assert or raise bare exceptions on graphs they cannot read
@@ -218,6 +221,28 @@ def _dynamo_forms(model: ModelWrapper) -> list[str]:
         gemms += 1
     return _counted([(kernels, "Conv nodes given kernel_shape from their weights"),
                      (gemms, "Gemm nodes without a bias written as MatMul")])
+
+
+def _is_bias_quantizer(model: ModelWrapper, node) -> bool:
+    """A quantizer of a constant that no layer reads as its weights: a quantized bias or offset (QKeras's form)."""
+    if node.op_type not in ("Quant", "BipolarQuant") or model.get_initializer(node.input[0]) is None:
+        return False
+    readers = model.find_consumers(node.output[0])
+    return bool(readers) and all(r.op_type in ("Add", "Sub", "Mul", "Div") or
+                                 (r.op_type in ("Conv", "Gemm") and list(r.input).index(node.output[0]) == 2)
+                                 for r in readers)
+
+
+def _fold_bias_quantizers(model: ModelWrapper) -> tuple[ModelWrapper, list[str]]:
+    """Quantized biases as the constants qonnx computes for them, with qonnx's own folding (weights keep their
+    quantizers: their codes are the layer's)."""
+    from qonnx.transformation.fold_constants import FoldConstantsFiltered
+
+    count = sum(_is_bias_quantizer(model, node) for node in model.graph.node)
+    if not count:
+        return model, []
+    model = model.transform(FoldConstantsFiltered(_is_bias_quantizer))
+    return model, [f"{count} quantizers of constant biases folded into their values"]
 
 
 def _drop_unused_opsets(proto: onnx.ModelProto) -> None:

@@ -271,6 +271,28 @@ def test_import_one_bit_signed_quant_is_bipolar() -> None:
     _check_form(form, form, MLP_SHAPE, "signed 1-bit Quant nodes written as BipolarQuant")
 
 
+def test_import_quantized_bias_is_folded() -> None:
+    """QKeras's form (the zoo's jet-tagging model): a layer's bias added from a Quant of a constant."""
+    form = _mlp(seed=13)
+    matmul = form.get_nodes_by_op_type("MatMul")[1]
+    channels = form.get_tensor_shape(matmul.output[0])[1]
+    bias = np.random.default_rng(13).normal(0, 2, channels).astype(np.float32)
+    for name, value in [("bias", bias), ("bias_scale", np.float32(0.0625)), ("bias_zero", np.float32(0.0)),
+                        ("bias_bits", np.float32(8.0))]:
+        form.set_initializer(name, np.asarray(value))
+    graph = form.graph
+    readers = form.find_consumers(matmul.output[0])
+    position = list(graph.node).index(matmul) + 1
+    graph.node.insert(position, helper.make_node("Quant", ["bias", "bias_scale", "bias_zero", "bias_bits"],
+                                                 ["bias_q"], domain=QONNX_DOMAIN, signed=1, narrow=0,
+                                                 rounding_mode="ROUND"))
+    graph.node.insert(position + 1, helper.make_node("Add", [matmul.output[0], "bias_q"], ["biased"]))
+    for reader in readers:
+        reader.input[:] = ["biased" if name == matmul.output[0] else name for name in reader.input]
+    form = form.transform(InferShapes())
+    _check_form(form.model, form, MLP_SHAPE, "quantizers of constant biases folded")
+
+
 # -- refusals ------------------------------------------------------------------------------------------------------
 
 
