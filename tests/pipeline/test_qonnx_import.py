@@ -133,10 +133,11 @@ def _with_input_normalisation(model: ModelWrapper) -> ModelWrapper:
     return model.transform(InferShapes())
 
 
-def _zoo_form(reference: ModelWrapper) -> onnx.ModelProto:
+def _zoo_form(reference: ModelWrapper, domain: str = "onnx.brevitas") -> onnx.ModelProto:
     """The zoo's spelling of ``reference``: opset 9 with the opset-9 attributes only, IR version 6, custom ops
-    in ``onnx.brevitas`` without an opset import, initializers listed as graph inputs, and the flatten written as
-    Shape / Gather / Unsqueeze / Concat / Reshape (PyTorch 1.7's batch-size-generic reshape)."""
+    in ``domain`` (``onnx.brevitas``; FINN's older files: ``finn.custom_op.general``) without an opset import,
+    initializers listed as graph inputs, and the flatten written as Shape / Gather / Unsqueeze / Concat /
+    Reshape (PyTorch 1.7's batch-size-generic reshape)."""
     proto = onnx.ModelProto.FromString(reference.model.SerializeToString())
     graph = proto.graph
     del proto.opset_import[:]
@@ -144,7 +145,7 @@ def _zoo_form(reference: ModelWrapper) -> onnx.ModelProto:
     proto.ir_version = 6
     for index, node in enumerate(list(graph.node)):
         if node.domain == QONNX_DOMAIN:
-            node.domain = "onnx.brevitas"
+            node.domain = domain
         elif node.op_type == "Flatten":
             x, y = node.input[0], node.output[0]
             chain = [helper.make_node("Shape", [x], ["zoo_shape"]),
@@ -167,16 +168,17 @@ def _zoo_form(reference: ModelWrapper) -> onnx.ModelProto:
     return proto
 
 
-ZOO_BITS = [(1, 1), (1, 2), (2, 2)]
+ZOO_FORMS = [(1, 1, "onnx.brevitas"), (1, 2, "onnx.brevitas"), (2, 2, "onnx.brevitas"),
+             (1, 1, "finn.custom_op.general")]
 
 
-@pytest.mark.parametrize("weight_bits,act_bits", ZOO_BITS, ids=[f"{w}w{a}a" for w, a in ZOO_BITS])
-def test_import_zoo_form_is_exact(weight_bits: int, act_bits: int) -> None:
+@pytest.mark.parametrize("weight_bits,act_bits,domain", ZOO_FORMS, ids=[f"{w}w{a}a-{d}" for w, a, d in ZOO_FORMS])
+def test_import_zoo_form_is_exact(weight_bits: int, act_bits: int, domain: str) -> None:
     reference = _with_input_normalisation(_mlp(weight_bits, act_bits, seed=weight_bits * 10 + act_bits))
-    form = _zoo_form(reference)
-    with pytest.raises(onnx.checker.ValidationError, match="onnx.brevitas"):
+    form = _zoo_form(reference, domain)
+    with pytest.raises(onnx.checker.ValidationError, match=domain):
         onnx.checker.check_model(form)  # what the strict loader refused before the import
-    model = _check_form(form, reference, MLP_SHAPE, "moved from domain onnx.brevitas")
+    model = _check_form(form, reference, MLP_SHAPE, f"moved from domain {domain}")
     assert model.model.opset_import[0].version >= 13
     assert {"Div", "Sub", "Mul", "Add"} <= {node.op_type for node in model.graph.node}
 
