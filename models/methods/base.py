@@ -21,6 +21,12 @@ plain Brevitas):
   a bias is kept as a hook, which the exporter traces into an ``Add``.
 - **per-channel scales** (XNOR's mean |W|, ReBNN's and RBNN's learned alpha): a ``ChannelScale`` applied to the
   layer's output by a forward hook, folded into the BatchNorm that follows the layer when frozen.
+
+Devices and processes: a method keeps its state in parameters and buffers of the model (so ``model.to(device)``
+moves all of it and checkpoints hold it) and makes new tensors on the device of the ones it reads. Under
+torchrun, a statistic a method computes from the batch goes through ``reduce_mean`` so that every process holds
+the global batch's value (the parameters' gradients are averaged by DDP already); the training loop scales each
+process's loss so that the gradient a tensor hook sees, averaged over the processes, is the global batch's.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any, Callable, ClassVar
 
 import brevitas.nn as qnn
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -48,6 +55,8 @@ class Method:
 
     name: ClassVar[str] = ""
     limits: ClassVar[str] = ""
+    #: the mixed precisions (``train.amp``) the method's math allows
+    amp: ClassVar[tuple[str, ...]] = ("bf16", "fp16")
 
     def prepare(self, model: nn.Module) -> None:
         """Change the model's binary layers in place, before the optimizer is built."""
@@ -77,6 +86,16 @@ class Method:
     def options(self) -> dict[str, Any]:
         """The method's options as given, for the checkpoint and the run's report."""
         return dict(getattr(self, "_options", {}))
+
+
+def reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of ``tensor`` over the processes of a torchrun launch (``tensor`` itself in one process): a batch
+    statistic of one process's share becomes the global batch's."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
 
 
 # ---------------------------------------------------------------------------------------------------------------

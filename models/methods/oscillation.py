@@ -48,7 +48,12 @@ class FlipRate:
     def update(self) -> float:
         """Call after each optimizer step: the fraction of binary weights whose sign changed since the last call."""
         positive = self._signs()
-        flipped = sum(int((new != old).sum()) for new, old in zip(positive, self._positive))
+        if not positive:
+            self.last = 0.0
+            self.window.append(self.last)
+            return self.last
+        # one read of the device for all layers (a read per layer would wait for a GPU once per layer)
+        flipped = int(torch.stack([(new != old).sum() for new, old in zip(positive, self._positive)]).sum())
         total = sum(p.numel() for p in positive)
         self._positive = positive
         self.last = flipped / total if total else 0.0

@@ -39,6 +39,7 @@ Where this differs from the released code, and why:
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -81,6 +82,13 @@ def _sign(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
+def _full_precision(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast switched off on the device (no-op where there is no autocast, e.g. ``meta``)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class RotateFilters(nn.Module):
     """The weight transform of an RBNN layer: standardize, bi-rotate, blend by |sin theta| (the module docstring).
 
@@ -101,9 +109,10 @@ class RotateFilters(nn.Module):
         return (self.R1.t() @ x @ self.R2).reshape_as(w2)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        w2 = self.standardize(w)
-        blend = self.theta.sin().abs().reshape((-1,) + (1,) * (w.dim() - 1))
-        return w2 + blend * (self.rotate(w2).detach() - w2)
+        with _full_precision(w.device.type):  # rotated in float32 under amp: bf16 would move signs
+            w2 = self.standardize(w)
+            blend = self.theta.sin().abs().reshape((-1,) + (1,) * (w.dim() - 1))
+            return w2 + blend * (self.rotate(w2).detach() - w2)
 
     @torch.no_grad()
     def update(self, w: torch.Tensor, iterations: int) -> None:

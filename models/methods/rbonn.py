@@ -86,6 +86,7 @@ class RBONN(Method):
     """RBONN: learned alpha, constant-weight bilinear reconstruction term, recurrent step on the sparse filters."""
 
     name = "rbonn"
+    amp = ("bf16",)  # g_prev is the raw gradient: fp16's loss scaling scales it, and an overflow would store inf
 
     def __init__(self, lam: float = 1e-4, tau: float = 0.6) -> None:
         if lam < 0:
@@ -114,7 +115,7 @@ class RBONN(Method):
         terms = []
         for layer, step in self.layers(model):
             w_tilde = step(latent_weight(layer))
-            lam = torch.full((w_tilde.shape[0],), self.lam, dtype=w_tilde.dtype)
+            lam = torch.full((w_tilde.shape[0],), self.lam, dtype=w_tilde.dtype, device=w_tilde.device)
             terms.append(reconstruction_loss(w_tilde, layer.channel_scale.alpha, lam))
         return torch.stack(terms).sum() if terms else None
 

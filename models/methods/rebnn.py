@@ -57,6 +57,7 @@ from bnnflow.models.methods.base import (
     binary_layers,
     latent_weight,
     mean_abs_per_channel,
+    reduce_mean,
     scalable_layers,
     set_act_estimator,
     set_channel_scale,
@@ -167,6 +168,7 @@ class ReBNN(Method):
     """ReBNN: learned per-channel alpha, reconstruction loss weighted by a flip-rate-driven gamma, ApproxSign."""
 
     name = "rebnn"
+    amp = ("bf16",)  # the gamma rule reads dL/db, which fp16's loss scaling scales (and skips overflowing steps)
 
     def __init__(self, gamma_rule: str = "paper", gamma_min: float = 1e-5, gamma_max: float = 2e-4) -> None:
         if gamma_rule not in GAMMA_RULES:
@@ -192,6 +194,7 @@ class ReBNN(Method):
         for layer, param in self.layers(model):
             grad = param.take_grad()
             if self.gamma_rule == "paper" and grad is not None:
+                grad = reduce_mean(grad)  # the global batch's dL/db under torchrun (the released code: rank 0's)
                 alpha = layer.channel_scale.alpha.abs().clamp_min(torch.finfo(grad.dtype).tiny)
                 param.grad_max.copy_(grad.abs().flatten(1).amax(1) / alpha)
 
