@@ -1,6 +1,6 @@
 """Residual networks in the ImageNet layout: Bi-Real Net 18/34, the ReActNet block form 18/34, and the float
-ResNet-18 they are timed against; also the layer helpers every binary family here shares (``binary_conv``,
-``real_conv``, ``real_linear``, ``stream_quant``).
+ResNet-18/34 they are timed against and distil from; also the layer helpers every binary family here shares
+(``binary_conv``, ``real_conv``, ``real_linear``, ``stream_quant``).
 
 Bi-Real Net (Liu et al., ECCV 2018; arXiv:1808.00278) is ResNet with a real-valued identity shortcut around
 *every* binary 3x3 conv instead of every pair, so each sign sees the sum of all earlier real-valued outputs and the
@@ -56,6 +56,8 @@ RESNET34_UNITS = [6, 8, 12, 6]  # ResNet-34's [3, 4, 6, 3]
 IMAGENET_STEM_MIN_SIZE = 64  # smaller inputs get the CIFAR stem: a 7x7/2 conv and a pool would leave too little
 HW_BITS = 8  # weights of the multi-bit layers and the fixed-point stream with hw=True
 PAD_VALUES = (0, 1, -1)  # how a binary conv pads its +-1 input: zeros, or +1 / -1 (Larq's pad_values)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalization of its pretrained weights' inputs
+IMAGENET_STD = (0.229, 0.224, 0.225)
 BOUNDED_RANGE = 1.0  # a stream that has just been through hardtanh
 UNBOUNDED_RANGE = 8.0  # a sum of k BatchNorm outputs spreads like sqrt(k): a range of 8 at a step of 1/16
 
@@ -293,21 +295,30 @@ class BasicBlock(nn.Module):
         return self.relu(self.bn2(self.conv2(out)) + self.downsample(x))
 
 
-class ResNet18(nn.Module):
-    """The float ResNet-18 (He et al., CVPR 2016) of torchvision, written out: the latency baseline.
+class FloatResNet(nn.Module):
+    """The float ResNet-18 / ResNet-34 (He et al., CVPR 2016) of torchvision, written out: the latency baseline
+    and the real-valued teachers of the distillation recipes.
 
-    Parameter names and shapes are torchvision's, so its ``resnet18`` state dict loads as it is.
+    Parameter names and shapes are torchvision's, so its ``resnet18`` / ``resnet34`` state dict loads as it is.
+    torchvision's pretrained weights expect inputs normalized with ImageNet's mean and standard deviation, which
+    ``normalize`` applies to bnnflow's [0, 1] images first (constants, not in the state dict).
     """
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, blocks: list[int] = [2, 2, 2, 2],
+                 name: str = "resnet18", normalize: bool = False) -> None:
         super().__init__()
-        check_image_shape("resnet18", input_shape)
+        check_image_shape(name, input_shape)
+        if normalize and input_shape[0] != 3:
+            raise ValueError(f"normalize uses ImageNet's RGB statistics and needs 3 channels, got {input_shape[0]}")
         self.input_shape = tuple(input_shape)
+        self.normalize = normalize
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
         self.conv1, self.maxpool = _stem(input_shape[0], STAGE_CHANNELS[0], input_shape)
         self.bn1 = nn.BatchNorm2d(STAGE_CHANNELS[0])
         self.relu = nn.ReLU(inplace=True)
         self.layer1, self.layer2, self.layer3, self.layer4 = make_stages(BasicBlock, STAGE_CHANNELS[0],
-                                                                         list(STAGE_CHANNELS), [2, 2, 2, 2])
+                                                                         list(STAGE_CHANNELS), list(blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(STAGE_CHANNELS[-1], num_classes)
         for m in self.modules():  # torchvision's initialisation
@@ -315,6 +326,8 @@ class ResNet18(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
+        if self.normalize:
+            x = (x - self.mean) / self.std
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
@@ -357,6 +370,12 @@ def reactnet34(*, input_shape: tuple[int, ...], num_classes: int, input_bits: in
 
 
 @register_model
-def resnet18(*, input_shape: tuple[int, ...], num_classes: int) -> ResNet18:
-    """Float ResNet-18 (torchvision's layout): the full-precision comparison for latency benchmarks."""
-    return ResNet18(input_shape, num_classes)
+def resnet18(*, input_shape: tuple[int, ...], num_classes: int, normalize: bool = False) -> FloatResNet:
+    """Float ResNet-18 (torchvision's layout): the full-precision comparison for latency benchmarks, a teacher."""
+    return FloatResNet(input_shape, num_classes, [2, 2, 2, 2], "resnet18", normalize)
+
+
+@register_model
+def resnet34(*, input_shape: tuple[int, ...], num_classes: int, normalize: bool = False) -> FloatResNet:
+    """Float ResNet-34 (torchvision's layout): the real-valued teacher ReBNN, RBONN, DWR and ReActNet distil from."""
+    return FloatResNet(input_shape, num_classes, [3, 4, 6, 3], "resnet34", normalize)
