@@ -71,6 +71,7 @@ DataOpt = Annotated[Optional[str], typer.Option(help="Data set: digits, mnist, c
 DataDirOpt = Annotated[Optional[Path], typer.Option(help="Folder of the data set (data.root).")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (train.epochs).")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Training seed (train.seed).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="Where to train: auto, cpu, cuda, cuda:N, mps (train.device).")]
 
 
 @app.callback()
@@ -88,7 +89,7 @@ def _resolve_config(config: Optional[Path], sets: Optional[list[str]], **shortcu
 
     overrides = dict(parse_override(s) for s in sets or [])
     keys = {"model": "model.name", "method": "method.name", "data": "data.name", "data_dir": "data.root",
-            "epochs": "train.epochs", "seed": "train.seed"}
+            "epochs": "train.epochs", "seed": "train.seed", "device": "train.device"}
     for name, value in shortcuts.items():
         if value is not None:
             overrides[keys[name]] = str(value) if isinstance(value, Path) else value
@@ -139,6 +140,7 @@ def run(
     data_dir: DataDirOpt = None,
     epochs: EpochsOpt = None,
     seed: SeedOpt = None,
+    device: DeviceOpt = None,
     steps: Annotated[Optional[str], typer.Option(help="Comma-separated steps [default: all].")] = None,
     force: Annotated[bool, typer.Option(help="Replace a run in --out made with another configuration.")] = False,
 ) -> None:
@@ -148,7 +150,7 @@ def run(
     skipped, saying so, and a stage whose inputs changed runs again with everything after it.
     """
     cfg = _resolve_config(config, sets, model=model, method=method, data=data, data_dir=data_dir, epochs=epochs,
-                          seed=seed)
+                          seed=seed, device=device)
     from bnnflow.pipeline.steps import open_run, run_steps, validate
 
     step_names = _parse_steps(steps)
@@ -169,15 +171,17 @@ def train(
     data_dir: DataDirOpt = None,
     epochs: EpochsOpt = None,
     seed: SeedOpt = None,
+    device: DeviceOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a run in --out made with another configuration.")] = False,
 ) -> None:
     """Train a model; checkpoints every epoch to RUN/train/.
 
-    Multi-process (DDP): torchrun --nproc-per-node 2 -m bnnflow.pipeline.cli train CONFIG --out RUN
+    Multi-process (DDP): torchrun --nproc-per-node 2 -m bnnflow.pipeline.cli train CONFIG --out RUN (one GPU per
+    process with --device cuda; gloo on CPUs).
     """
     cfg = _resolve_config(config, sets, model=model, method=method, data=data, data_dir=data_dir, epochs=epochs,
-                          seed=seed)
+                          seed=seed, device=device)
     from bnnflow.pipeline.steps import STAGES, open_run, run_steps, validate
     from bnnflow.pipeline.train import train as train_fn
 
@@ -576,8 +580,9 @@ def methods() -> None:
 
     for name in list_methods():
         options = ", ".join(f"{k}={v!r}" for k, v in method_defaults(name).items())
-        limits = create_method(name).limits
-        print(f"{name}({options})" + (f"  -- {limits}" if limits else ""))
+        method = create_method(name)
+        amp = f"  [amp: {', '.join(method.amp)}]"
+        print(f"{name}({options}){amp}" + (f"  -- {method.limits}" if method.limits else ""))
 
 
 @command()

@@ -34,6 +34,14 @@ class OptimizerName(str, enum.Enum):
     SGD = "sgd"
 
 
+class AmpMode(str, enum.Enum):
+    """Mixed precision of the training forward pass (``torch.autocast``); fp16 adds a gradient scaler."""
+
+    OFF = "off"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
 class ScheduleName(str, enum.Enum):
     """Learning-rate schedules over epochs, applied after the linear warm-up."""
 
@@ -51,6 +59,14 @@ def _range(lo: float | None = None, hi: float | None = None, *, zero: bool = Fal
 def _choices(*allowed: int) -> dict[str, Any]:
     """Field metadata: the value must be one of ``allowed`` (numbers that are not a contiguous range)."""
     return {"choices": allowed}
+
+
+def _device_syntax(value: str) -> str | None:
+    """Why ``value`` is not a device ``train.device`` takes (auto, cpu, cuda, cuda:N, mps), or None."""
+    kind, _, index = value.partition(":")
+    if value in ("auto", "cpu", "cuda", "mps") or (kind == "cuda" and index.isdigit()):
+        return None
+    return "is not a device (allowed: auto, cpu, cuda, cuda:N, mps)"
 
 
 #: metadata of a field that names a file or folder ("" = none); the CLI makes it absolute (``with_absolute_paths``)
@@ -129,9 +145,15 @@ class TrainConfig:
     step_gamma: float = field(default=0.1, metadata=_range(0.0, 1.0))
     #: label smoothing of the cross-entropy loss
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.99))
-    #: a trained run's checkpoint (RUN/train/checkpoint.safetensors) to distil from: the loss becomes ReActNet's
-    #: distribution loss against its softmax instead of the cross-entropy on the labels ("" = no teacher)
+    #: the teacher to distil from: a trained run's checkpoint (RUN/train/checkpoint.safetensors), or a plain
+    #: safetensors state dict of ``teacher_model`` (e.g. a converted pretrained ResNet-34). The loss becomes
+    #: ReActNet's distribution loss against its softmax instead of the cross-entropy on the labels ("" = none)
     teacher: str = field(default="", metadata=_PATH)
+    #: the registered model a plain state dict in ``teacher`` is loaded into, e.g. "resnet34" ("" = a run
+    #: checkpoint, which names its own model)
+    teacher_model: str = ""
+    #: keyword arguments of ``teacher_model``, e.g. { normalize = true } for torchvision's pretrained weights
+    teacher_args: dict[str, Any] = field(default_factory=dict)
     #: a trained run's checkpoint to start from (the second step of a two-step recipe): parameters whose names
     #: and shapes match are loaded, the rest keep their initialisation ("" = from scratch)
     init_from: str = field(default="", metadata=_PATH)
@@ -139,6 +161,17 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_range(0))
     #: CPU threads for PyTorch (0 = PyTorch's default)
     threads: int = field(default=0, metadata=_range(0, 1024))
+    #: where to train: auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda, cuda:N or mps; under torchrun
+    #: every process takes the GPU of its local rank
+    device: str = field(default="auto", metadata={"check": _device_syntax})
+    #: mixed precision: off, bf16 (CUDA with bf16 support, CPU) or fp16 (CUDA, MPS; with a loss scaler); some
+    #: methods take only bf16 (``bnnflow methods``)
+    amp: AmpMode = AmpMode.OFF
+    #: keep image batches and conv weights in channels-last memory order (faster convolutions on recent GPUs)
+    channels_last: bool = False
+    #: DataLoader worker processes reading and decoding batches (0 = in the training process); with workers the
+    #: loader keeps them between epochs, and pins memory when training on CUDA
+    workers: int = field(default=0, metadata=_range(0, 256))
 
 
 @dataclass(frozen=True)
@@ -250,6 +283,11 @@ class Config:
 
         return {name: {k: plain(v) for k, v in dataclasses.asdict(getattr(self, name)).items()} for name in SECTIONS}
 
+    def identity(self) -> "Config":
+        """The config with where it trains (``train.device``, ``train.workers``) at the defaults: what makes two
+        runs the same run. A run trained on a GPU continues, and stays up to date, on a machine without one."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, device="auto", workers=0))
+
     def changes(self, before: "Config") -> list[str]:
         """``section.key = new (was old)`` for every setting that differs from ``before``, for messages."""
         old, new = before.to_dict(), self.to_dict()
@@ -323,6 +361,10 @@ def _check_value(key: str, hint: Any, spec: dataclasses.Field, value: Any) -> An
         if not isinstance(value, dict):
             raise ConfigError(f"config: {key} must be a table, got {value!r}")
         return dict(value)
+    check = spec.metadata.get("check")
+    problem = check(value) if check is not None else None
+    if problem:
+        raise ConfigError(f"config: {key} = {value!r} {problem}")
     choices = spec.metadata.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"config: {key} = {value!r} is not allowed (allowed: {', '.join(map(str, choices))})")

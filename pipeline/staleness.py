@@ -28,7 +28,7 @@ def input_keys(inputs: Sequence[str], config: Sequence[str]) -> list[str]:
 
 def fingerprint(keys: Sequence[str], cfg: Config, run: RunDir) -> dict[str, str | None]:
     """The sha256 of each input: a run file (None when missing), or a config section written ``[name]``."""
-    sections = cfg.to_dict()
+    sections = cfg.identity().to_dict()  # where training runs is not an input of what it makes
     return {key: text_sha256(json.dumps(sections[key[1:-1]], sort_keys=True)) if key.startswith("[")
             else file_sha256(run.root / key) for key in keys}
 

@@ -27,13 +27,14 @@ from bnnflow.models.registry import resolve_model_args
 from bnnflow.pipeline.config import Config, MethodConfig, ModelConfig
 from bnnflow.pipeline.console import out
 from bnnflow.pipeline.data import load_data
+from bnnflow.pipeline.distributed import check_placement
 from bnnflow.pipeline.export import export
 from bnnflow.pipeline.manifest import Manifest, under
 from bnnflow.pipeline.report import write_report
 from bnnflow.pipeline.rundir import RunDir
 from bnnflow.pipeline.runlock import LOCK_NAME, run_lock
 from bnnflow.pipeline.staleness import check_inputs, fingerprint, first_change, input_keys, out_of_date
-from bnnflow.pipeline.train import build_model, train
+from bnnflow.pipeline.train import build_model, load_teacher, train
 
 Step = Callable[[Config, RunDir], dict[str, Any]]
 
@@ -187,7 +188,11 @@ def validate(cfg: Config) -> Config:
     method = create_method(cfg.method.name, **cfg.method.options)
     cfg = dataclasses.replace(cfg, model=ModelConfig(cfg.model.name, args),
                               method=MethodConfig(cfg.method.name, method.options()))
-    method.prepare(build_model(cfg, load_data(cfg.data)))
+    check_placement(cfg.train, method)
+    data = load_data(cfg.data)
+    method.prepare(build_model(cfg, data))
+    if cfg.train.teacher:
+        load_teacher(cfg.train.teacher, cfg.train.teacher_model, data, cfg.train.teacher_args)  # it must fit
     return cfg
 
 
@@ -218,7 +223,7 @@ def _prepare(run: RunDir, cfg: Config, force: bool, replace: bool | None) -> Non
     manifest = Manifest(run.root)
     if manifest.exists:
         before = run.read_config()
-        differs = before != cfg if replace is None else replace
+        differs = before.identity() != cfg.identity() if replace is None else replace
         if not differs and cfg != before:  # the same model reopened with other settings: say which
             out.info(f"recorded in {run.config_path}: {'; '.join(cfg.changes(before))}")
         if differs:

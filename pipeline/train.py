@@ -6,33 +6,48 @@ learning rate is a pure function of the fractional epoch, and the checkpoint wri
 epoch holds the model, the optimizer state and the global torch RNG state (which augmentation and dropout
 draw from).
 
-Multi-process training: launch with ``torchrun --nproc-per-node N -m bnnflow.pipeline.cli train ...``. Each
-process takes ``batch_size / N`` samples of every global batch (a ``DistributedSampler``), gradients are
-averaged by ``DistributedDataParallel`` (gloo on CPU, nccl on GPUs), and only rank 0 evaluates and writes.
+Devices and processes (``pipeline/distributed.py``): the model, the batches, the teacher and every method's
+state live on ``train.device``; checkpoints hold CPU tensors, so a run trained on a GPU resumes and exports on a
+machine without one. Launched with ``torchrun --nproc-per-node N -m bnnflow.pipeline.cli train ...``, each
+process takes its share of every global batch of ``batch_size`` (the same permutation in every process, reseeded
+each epoch), gradients are averaged by ``DistributedDataParallel`` (nccl on GPUs, gloo otherwise), BatchNorm and
+the methods' batch statistics are computed over the global batch, and only rank 0 evaluates and writes: N
+processes take the same steps as one, and a checkpoint resumes in any number of processes.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bnnflow.errors import CheckpointError, ConfigError
 from bnnflow.models import create_model
 from bnnflow.models.methods import Method, create_method
 from bnnflow.models.methods.oscillation import FlipRate
 from bnnflow.pipeline.checkpoint import load_checkpoint, save_checkpoint
-from bnnflow.pipeline.config import Config, OptimizerName, ScheduleName, TrainConfig
+from bnnflow.pipeline.config import AmpMode, Config, OptimizerName, ScheduleName, TrainConfig
 from bnnflow.pipeline.console import out
 from bnnflow.pipeline.data import DataSplits, load_data, stack
+from bnnflow.pipeline.distributed import (
+    EpochBatches,
+    Placement,
+    all_reduce_sum,
+    autocast,
+    check_amp,
+    loss_factor,
+    place,
+    synchronize_batchnorm,
+)
 from bnnflow.pipeline.report import plot_curves
 from bnnflow.pipeline.rundir import RunDir, atomic_write_text
 
@@ -75,18 +90,25 @@ def build_method(cfg: Config) -> Method:
     return create_method(cfg.method.name, **cfg.method.options)
 
 
-def augment(images: torch.Tensor) -> torch.Tensor:
-    """Random crop with 4 pixels of zero padding and random horizontal flip, per image (global torch RNG)."""
-    n, _, h, w = images.shape
+def augment(images: torch.Tensor, offset: int = 0, batch: int | None = None) -> torch.Tensor:
+    """Random crop with 4 pixels of zero padding and random horizontal flip, per image (global torch RNG).
+
+    ``images`` may be one process's share of a global batch of ``batch`` images starting at ``offset``: the
+    random draws are made for the whole global batch (every process holds the same RNG state) and this share's
+    are used, so the global batch is augmented alike in any number of processes."""
+    n, c, h, w = images.shape
+    batch = n if batch is None else batch
     padded = nn.functional.pad(images, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (n,))
-    dx = torch.randint(0, 9, (n,))
-    flip = torch.rand(n) < 0.5
-    result = torch.empty_like(images)
-    for i in range(n):
-        crop = padded[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w]
-        result[i] = crop.flip(-1) if flip[i] else crop
-    return result
+    dy = torch.randint(0, 9, (batch,))[offset: offset + n].to(images.device)
+    dx = torch.randint(0, 9, (batch,))[offset: offset + n].to(images.device)
+    flip = (torch.rand(batch) < 0.5)[offset: offset + n].to(images.device)
+    # every crop (and flip) as one gather: row dy_i + y, column dx_i + x (or dx_i + w - 1 - x when flipped)
+    ys, xs = torch.arange(h, device=images.device), torch.arange(w, device=images.device)
+    rows = dy[:, None] + ys
+    cols = dx[:, None] + torch.where(flip[:, None], xs.flip(0), xs)
+    return padded[torch.arange(n, device=images.device)[:, None, None, None],
+                  torch.arange(c, device=images.device)[None, :, None, None], rows[:, None, :, None],
+                  cols[:, None, None, :]]
 
 
 def initialise_from(model: nn.Module, path: Path) -> None:
@@ -102,16 +124,56 @@ def initialise_from(model: nn.Module, path: Path) -> None:
     out.info(f"initialised {len(matching)} of {len(own)} tensors from {path}")
 
 
-def load_teacher(path: str, data: DataSplits) -> nn.Module:
-    """A trained run's model (eval mode, frozen) to distil from; it must take this data set's inputs and classes."""
-    state = load_checkpoint(Path(path))
-    teacher = state.build_model()
-    if (tuple(state.input_shape), state.num_classes) != (tuple(data.input_shape), data.num_classes):
-        raise ConfigError(f"train.teacher {path} takes inputs {tuple(state.input_shape)} and {state.num_classes} "
-                          f"classes, this data set {tuple(data.input_shape)} and {data.num_classes}")
+def load_teacher(path: str, model_name: str, data: DataSplits, model_args: dict[str, Any] | None = None) -> nn.Module:
+    """The model to distil from (eval mode, frozen, on the CPU): a bnnflow run's checkpoint, or a plain safetensors
+    state dict of the registered model ``model_name`` built with ``model_args`` (``train.teacher_model``,
+    ``train.teacher_args``), checked tensor by tensor by name and shape. It must take this data set's inputs and
+    give its classes."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"train.teacher {file} does not exist; give a run's train/checkpoint.safetensors or a "
+                          "safetensors state dict (with train.teacher_model)")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            is_run = "bnnflow" in (f.metadata() or {})
+    except (SafetensorError, OSError) as err:
+        raise ConfigError(f"train.teacher {file} is not a safetensors file ({err}); convert the teacher's weights "
+                          "with safetensors.torch.save_file(model.state_dict(), PATH)") from None
+    if is_run:
+        state = load_checkpoint(file)
+        if (tuple(state.input_shape), state.num_classes) != (tuple(data.input_shape), data.num_classes):
+            raise ConfigError(f"train.teacher {file} takes inputs {tuple(state.input_shape)} and {state.num_classes} "
+                              f"classes, this data set {tuple(data.input_shape)} and {data.num_classes}")
+        teacher = state.build_model()
+    else:
+        if not model_name:
+            raise ConfigError(f"train.teacher {file} is a plain state dict, which names no model; set "
+                              "train.teacher_model to the registered model it holds, e.g. resnet34")
+        teacher = create_model(model_name, input_shape=data.input_shape, num_classes=data.num_classes,
+                               **(model_args or {}))
+        tensors = load_file(str(file))
+        check_state_dict(teacher, tensors, f"train.teacher {file}", model_name)
+        teacher.load_state_dict(tensors, strict=False)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher
+    return teacher.eval()
+
+
+def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str, model_name: str) -> None:
+    """Every tensor of ``model`` in ``tensors`` with its shape, and nothing else (a missing BatchNorm batch counter
+    is allowed): a one-line ``ConfigError`` naming the first tensor that differs."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in tensors and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in tensors if k not in own]
+    if missing or unexpected:
+        what = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which {model_name} does not"
+        count = len(missing) + len(unexpected)
+        raise ConfigError(f"{source} {what} ({count} tensor name{'s' if count > 1 else ''} differ from "
+                          f"{model_name}'s); give a state dict of {model_name} with torchvision's names")
+    for key, value in own.items():
+        if key in tensors and tuple(tensors[key].shape) != tuple(value.shape):
+            raise ConfigError(f"{source}: {key} has shape {tuple(tensors[key].shape)}, {model_name} for this data "
+                              f"set needs {tuple(value.shape)}; give a teacher of this data set's input and classes")
 
 
 def distribution_loss(teacher: nn.Module, images: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
@@ -123,23 +185,28 @@ def distribution_loss(teacher: nn.Module, images: torch.Tensor, outputs: torch.T
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, torch.Tensor]:
-    """Mean loss, accuracy and the raw outputs of the model in eval mode."""
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             device: torch.device | None = None) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy and the raw outputs (on the CPU) of the model in eval mode, run on ``device`` (the
+    model's own by default) in float32."""
+    device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    outputs = torch.cat([model(images[i: i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
+    outputs = torch.cat([model(images[i: i + EVAL_BATCH].to(device)).float().cpu()
+                         for i in range(0, len(images), EVAL_BATCH)])
     model.train(was_training)
     loss = nn.functional.cross_entropy(outputs, labels).item()
     accuracy = (outputs.argmax(1) == labels).float().mean().item()
     return loss, accuracy, outputs
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size), initialising the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+def _test_set(dataset: Dataset, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split as tensors: in-memory sets as they are, image folders decoded by the loader's workers."""
+    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+    if isinstance(base, TensorDataset) or workers == 0:
+        return stack(dataset)
+    batches = list(DataLoader(dataset, batch_size=EVAL_BATCH, num_workers=workers))
+    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
 
 def _read_metrics(path: Path, before_epoch: int) -> list[dict[str, Any]]:
@@ -164,6 +231,18 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _prepare_images(images: torch.Tensor, placement: Placement, channels_last: bool) -> torch.Tensor:
+    images = images.to(placement.device, non_blocking=True)
+    if channels_last and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def _move(module: nn.Module, placement: Placement, channels_last: bool) -> nn.Module:
+    module = module.to(placement.device)
+    return module.to(memory_format=torch.channels_last) if channels_last else module
+
+
 def train(cfg: Config, run: RunDir, *, resume: bool = False, data: DataSplits | None = None) -> dict[str, Any]:
     """Train the configured model into ``run``; returns the key figures for summary.json.
 
@@ -174,20 +253,24 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, data: DataSplits | 
         data: the loaded data set, when the caller has it already.
     """
     tcfg = cfg.train
-    rank, world = _distributed()
-    if tcfg.batch_size % world:
-        raise ConfigError(f"train.batch_size = {tcfg.batch_size} must be divisible by the {world} processes")
+    placement = place(tcfg.device)
+    rank, world, device = placement.rank, placement.world, placement.device
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     data = data or load_data(cfg.data)
     torch.manual_seed(tcfg.seed)
     model = build_model(cfg, data)
     method = build_method(cfg)
+    check_amp(tcfg.amp, device, cfg.method.name, method.amp)
     method.prepare(model)
     if tcfg.init_from:
         initialise_from(model, Path(tcfg.init_from))
+    model = _move(model, placement, tcfg.channels_last)
     optimizer = make_optimizer(model, tcfg, method)
-    teacher = load_teacher(tcfg.teacher, data) if tcfg.teacher else None
+    teacher = None
+    if tcfg.teacher:
+        teacher = _move(load_teacher(tcfg.teacher, tcfg.teacher_model, data, tcfg.teacher_args), placement,
+                        tcfg.channels_last)
     start_epoch = 0
     if resume and run.checkpoint.is_file():
         state = load_checkpoint(run.checkpoint)
@@ -195,7 +278,7 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, data: DataSplits | 
             raise CheckpointError(f"{run.checkpoint} was not written by this run's training; "
                                   "remove --resume or use a fresh --out folder")
         model.load_state_dict(state.model_state)
-        optimizer.load_state_dict(state.optimizer_state)
+        optimizer.load_state_dict(state.optimizer_state)  # moves the state to the parameters' device
         torch.set_rng_state(state.rng_state)
         start_epoch = state.epoch
         if start_epoch >= tcfg.epochs:
@@ -205,8 +288,17 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, data: DataSplits | 
     history = _read_metrics(run.metrics, start_epoch) if rank == 0 else []
     flips = FlipRate(model)  # weight oscillation: the share of binary weights whose sign an optimizer step flips
 
-    net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    test_images, test_labels = stack(data.test)
+    net: nn.Module = model
+    if world > 1:
+        synchronize_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler(device.type, enabled=tcfg.amp == AmpMode.FP16)
+    test_images, test_labels = _test_set(data.test, tcfg.workers) if rank == 0 else (None, None)
+    batches = EpochBatches(len(data.train), tcfg.batch_size, world, rank, tcfg.seed)
+    # the loader's own generator seeds its workers, so the global RNG (augmentation) is the same with any workers
+    loader = DataLoader(data.train, batch_sampler=batches, num_workers=tcfg.workers,
+                        pin_memory=device.type == "cuda", persistent_workers=tcfg.workers > 0,
+                        generator=torch.Generator().manual_seed(tcfg.seed))
     model_args = {**cfg.model.args}
     started = time.perf_counter()
     with out.progress() as progress:
@@ -214,51 +306,59 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, data: DataSplits | 
         for epoch in range(start_epoch, tcfg.epochs):
             epoch_started = time.perf_counter()
             method.on_epoch_start(model, epoch, tcfg.epochs)
-            generator = torch.Generator().manual_seed(tcfg.seed * 100_003 + epoch)
-            if world > 1:
-                sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, seed=tcfg.seed)
-                sampler.set_epoch(epoch)
-            else:
-                sampler = RandomSampler(data.train, generator=generator)
-            loader = DataLoader(data.train, batch_size=tcfg.batch_size // world, sampler=sampler)
+            batches.set_epoch(epoch)
             net.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            flip_sum, flip_steps = 0.0, 0
-            for step, (images, labels) in enumerate(loader):
+            # summed on the device and read once an epoch: a read every step would wait for the GPU every step
+            loss_sum = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            seen, flip_sum, flip_steps = 0, 0.0, 0
+            for step, ((images, labels), share) in enumerate(zip(loader, batches.shares)):
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at(tcfg, epoch + step / len(loader)) * group.get("lr_scale", 1.0)
+                    group["lr"] = lr_at(tcfg, epoch + step / len(batches)) * group.get("lr_scale", 1.0)
+                images = _prepare_images(images, placement, tcfg.channels_last)
+                labels = labels.to(device, non_blocking=True)
                 if cfg.data.augment and images.dim() == 4:
-                    images = augment(images)
-                outputs = net(images)
-                if teacher is not None:
-                    loss = distribution_loss(teacher, images, outputs)
-                else:
-                    loss = nn.functional.cross_entropy(outputs, labels, label_smoothing=tcfg.label_smoothing)
-                extra = method.extra_loss(model)
-                if extra is not None:
-                    loss = loss + extra
+                    images = augment(images, share.offset, share.batch)
+                with autocast(tcfg.amp, device):
+                    outputs = net(images)
+                    if teacher is not None:
+                        task = distribution_loss(teacher, images, outputs)
+                    else:
+                        task = nn.functional.cross_entropy(outputs, labels, label_smoothing=tcfg.label_smoothing)
+                extra = method.extra_loss(model)  # a function of the weights, the same in every process
+                loss = task if extra is None else task + extra
+                factor = loss_factor(share, world)  # this process's share of the global batch's mean loss
+                total = loss if factor == 1 else task * factor + (0 if extra is None else extra)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(total).backward()
+                scaler.unscale_(optimizer)  # the methods read true gradients (a no-op without fp16)
                 method.after_backward(model)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 method.after_step(model)
                 flip_sum, flip_steps = flip_sum + flips.update(), flip_steps + 1
-                loss_sum += loss.item() * len(labels)
-                correct += (outputs.argmax(1) == labels).sum().item()
+                loss_sum += loss.detach().to(loss_sum.dtype) * len(labels)
+                correct += (outputs.argmax(1) == labels).sum()
                 seen += len(labels)
+            loss_sum, correct, seen = all_reduce_sum([loss_sum.item(), correct.item(), seen], device)
+            train_seconds = time.perf_counter() - epoch_started
+            images_per_second = seen / train_seconds if train_seconds > 0 else 0.0
             if rank == 0:
-                test_loss, test_acc, _ = evaluate(model, test_images, test_labels)
+                test_loss, test_acc, _ = evaluate(model, test_images, test_labels, device)
                 history.append({
                     "epoch": epoch, "lr": lr_at(tcfg, epoch), "train_loss": loss_sum / seen,
                     "train_accuracy": correct / seen, "test_loss": test_loss, "test_accuracy": test_acc,
                     "flip_rate": flip_sum / flip_steps if flip_steps else None,
                     "seconds": round(time.perf_counter() - epoch_started, 3), "world_size": world,
+                    "images_per_second": round(images_per_second, 1), "device": str(device), "amp": tcfg.amp.value,
                 })
                 _write_metrics(run.metrics, history)
                 save_checkpoint(run.checkpoint, model, cfg.model.name, model_args, data.input_shape,
-                                data.num_classes, epoch + 1, optimizer, extra={"world_size": world},
+                                data.num_classes, epoch + 1, optimizer,
+                                extra={"world_size": world, "device": str(device), "amp": tcfg.amp.value},
                                 method=(cfg.method.name, dict(cfg.method.options)))
-                progress.update(epochs_task, advance=1, status=f"loss {loss_sum / seen:.3f} test acc {test_acc:.2%}")
+                progress.update(epochs_task, advance=1, status=f"loss {loss_sum / seen:.3f} test acc {test_acc:.2%} "
+                                f"{images_per_second:,.0f} img/s")
             if world > 1:
                 dist.barrier()
     if rank == 0 and history:
@@ -273,8 +373,10 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, data: DataSplits | 
         "test_accuracy": final.get("test_accuracy"),
         "train_accuracy": final.get("train_accuracy"),
         "flip_rate": final.get("flip_rate"),
+        "images_per_second": final.get("images_per_second"),
         "test_samples": len(data.test),
         "train_seconds": round(time.perf_counter() - started, 2),
         "world_size": world,
+        "device": str(device),
         **expected,
     }
