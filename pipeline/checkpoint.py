@@ -83,7 +83,8 @@ def save_checkpoint(path: Path, model: nn.Module, model_name: str, model_args: d
                     method: tuple[str, dict[str, Any]] = ("ste", {})) -> None:
     """Write a checkpoint atomically (temporary file, then rename); ``method`` is the training method's name and
     options, which rebuilding the model needs (its extra parameters are in the state dict)."""
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    # CPU tensors whatever the training device: a checkpoint of a GPU run loads and exports on any machine
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -99,7 +100,7 @@ def save_checkpoint(path: Path, model: nn.Module, model_name: str, model_args: d
         for index, state in opt_state["state"].items():
             for name, value in state.items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"optim.{index}.{name}"] = value.detach().contiguous()
+                    tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
                 else:
                     scalars.setdefault(str(index), {})[name] = value
         header["optimizer"] = {"param_groups": opt_state["param_groups"], "scalars": scalars}
