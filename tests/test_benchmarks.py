@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+
 
 def test_simulator_benchmark_smoke(tmp_path: Path) -> None:
     from benchmarks.simulator import main
@@ -50,3 +55,40 @@ def test_methods_benchmark_smoke(tmp_path: Path) -> None:
     assert all(0 <= r["accuracy_mean"] <= 1 and r["flip_rate_mean"] >= 0 for r in report["digits"].values())
     assert all(s["conv"]["bnnflow"] > 0 and s["conv"]["plain"] > 0 for s in report["speed"].values())
     assert json.loads((tmp_path / "methods.json").read_text())["epochs"] == 1
+
+
+def test_train_benchmark_smoke(tmp_path: Path) -> None:
+    """Two methods, one tiny epoch: every run trains through the loop and the overheads are the plain binary net's
+    images/s over each one's."""
+    from benchmarks.train import main
+
+    report = main(["--images", "32", "--batch", "16", "--epochs", "1", "--size", "16", "--repeats", "1",
+                   "--methods", "ste,rebnn", "--out", str(tmp_path)])
+    written = json.loads((tmp_path / "train.json").read_text())
+    assert set(written["methods"]) == {"ste", "rebnn"} and written["device"] == "cpu"
+    plain = written["methods"]["ste"]["images_per_second"]
+    for result in [*written["methods"].values(), written["float"]]:
+        assert result["images_per_second"] > 0 and result["device"] == "cpu"
+        assert abs(result["overhead"] - plain / result["images_per_second"]) < 1e-2
+    assert report["max_overhead"] == max(r["overhead"] for r in written["methods"].values())
+
+
+@pytest.mark.skipif(CUDA, reason="this machine has a GPU: test_gpu_check_passes_on_the_gpus runs the check")
+def test_gpu_check_fails_in_one_line_without_a_gpu(tmp_path: Path, capsys) -> None:
+    from benchmarks.gpu_check import main
+
+    assert main(["--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "no CUDA device" in err and len(err.splitlines()) == 1
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["ok"] is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (PyTorch sees none here)")
+def test_gpu_check_passes_on_the_gpus(tmp_path: Path) -> None:
+    """The one command a user with CUDA runs: DDP over all GPUs with amp, a checkpoint, exported on the CPU."""
+    from benchmarks.gpu_check import main
+
+    assert main(["--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["ok"] and result["gpus"] == torch.cuda.device_count() and result["export"]["mismatches"] == 0
