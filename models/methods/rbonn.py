@@ -21,7 +21,8 @@ forward uses: the recurrent step, u, g_prev and the gate vanish with the paramet
 Where we deviate from the released code (``2_step2_rbonn/rbonn.py``, spec §4.2), and why:
 
 - DReLU selects by rank. The released ``drelu`` compares the argsort indices, not the ranks, with floor(0.4 C),
-  so it gates a set of the right size but a scrambled choice of channels, not the smallest-alpha ones.
+  so it gates a set of the right size but a scrambled choice of channels, not the smallest-alpha ones;
+  ``drelu_rule = "released"`` trains with that gate, for comparing with the released code.
 - g_prev is kept in a buffer rather than read from ``w.grad`` before ``zero_grad``, so the module also acts under
   data-parallel training (replicas there have no ``.grad``, which silently disables it in the released code).
 - alpha starts at mean |w| (the released ``randn`` init comes from loading stage 1 non-strictly), the weights'
@@ -49,13 +50,18 @@ from bnnflow.models.methods.rebnn import (
 
 U_INIT = 0.2
 U_LR_SCALE = 0.1
+DRELU_RULES = ("rank", "released")
 
 
-def drelu(alpha: torch.Tensor, tau: float) -> torch.Tensor:
-    """Density-ReLU: 1 on the floor((1 - tau) C) channels with the smallest |alpha| (ties: lower index), else 0."""
+def drelu(alpha: torch.Tensor, tau: float, released: bool = False) -> torch.Tensor:
+    """Density-ReLU: 1 on the floor((1 - tau) C) channels with the smallest |alpha| (ties: lower index), else 0.
+
+    ``released``: the released code's gate instead, which compares the argsort indices (not the ranks) with the
+    count and puts the k-th comparison on channel k: a gate of the same size on a scrambled set of channels."""
     count = math.floor((1 - tau) * alpha.numel() + 1e-9)
-    ranks = torch.argsort(torch.argsort(alpha.abs(), stable=True))
-    return (ranks < count).to(alpha.dtype)
+    order = torch.argsort(alpha.abs(), stable=True)
+    chosen = order if released else torch.argsort(order)  # the indices, or the ranks
+    return (chosen < count).to(alpha.dtype)
 
 
 class RecurrentStep(nn.Module):
@@ -88,12 +94,15 @@ class RBONN(Method):
     name = "rbonn"
     amp = ("bf16",)  # g_prev is the raw gradient: fp16's loss scaling scales it, and an overflow would store inf
 
-    def __init__(self, lam: float = 1e-4, tau: float = 0.6) -> None:
+    def __init__(self, lam: float = 1e-4, tau: float = 0.6, drelu_rule: str = "rank") -> None:
         if lam < 0:
             raise ValueError(f"lam must be non-negative, got {lam}")
         if not 0 <= tau <= 1:
             raise ValueError(f"tau must be in [0, 1], got {tau}")
+        if drelu_rule not in DRELU_RULES:
+            raise ValueError(f"drelu_rule must be one of {', '.join(DRELU_RULES)}, got {drelu_rule!r}")
         self.lam, self.tau = lam, tau
+        self.released_gate = drelu_rule == "released"
         self.layers = LayerCache(recurrent_layers)
 
     def prepare(self, model: nn.Module) -> None:
@@ -129,7 +138,7 @@ class RBONN(Method):
     @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
         for layer, step in self.layers(model):
-            step.gate.copy_(drelu(layer.channel_scale.alpha, self.tau))
+            step.gate.copy_(drelu(layer.channel_scale.alpha, self.tau, self.released_gate))
 
     def freeze(self, model: nn.Module) -> None:
         for _, step in self.layers(model):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bnnflow.errors import ConfigError
 from bnnflow.models import create_model
 from bnnflow.models.methods import create_method
 from bnnflow.models.methods.rbonn import RecurrentStep, drelu, recurrent_layers
@@ -30,6 +31,23 @@ def test_drelu_selects_the_smallest_scale_channels():
     assert gate.tolist() == [0, 1, 0, 1, 0, 1, 0, 0, 0, 1]
     assert drelu(alpha, tau=0.0).sum() == 10
     assert drelu(alpha, tau=1.0).sum() == 0  # tau = 1 switches the recurrent module off
+
+
+def test_released_drelu_gates_a_scrambled_set_of_the_same_size():
+    """The released code's gate (methods.md 4.2): sort |alpha|, then compare the k-th argsort index, not the
+    rank, with floor((1 - tau) C) and gate channel k by it."""
+    alpha = torch.tensor([0.9, -0.05, 0.4, 0.2, 1.5, 0.01, 0.7, 0.3, 0.6, 0.1])
+    count = 4
+    _, idx = torch.sort(alpha.abs())
+    released = [1.0 if int(idx[k]) < count else 0.0 for k in range(len(alpha))]
+    assert drelu(alpha, tau=0.6, released=True).tolist() == released
+    assert sum(released) == count and released != drelu(alpha, tau=0.6).tolist()
+    model, method = _prepared(drelu_rule="released")
+    layer, step = next(iter(recurrent_layers(model)))
+    method.after_step(model)
+    assert torch.equal(step.gate, drelu(layer.channel_scale.alpha, method.tau, released=True))
+    with pytest.raises(ConfigError, match="drelu_rule must be one of rank, released"):
+        create_method("rbonn", drelu_rule="ranks")
 
 
 def test_rbonn_gate_follows_the_updated_alpha():
