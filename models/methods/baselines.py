@@ -166,7 +166,7 @@ class ReActNet(Method):
         input_shape = getattr(model, "input_shape", None)
         if input_shape is None:
             raise ConfigError("reactnet needs a model with an input_shape attribute (every bnnflow model has one)")
-        example = torch.zeros(1, *input_shape)
+        example = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
         for name, act in binary_acts(model):
             if not _backbone_has_rsign(model, name):
                 bias = LearnableBias(_channels_into(model, act, example))

@@ -86,16 +86,17 @@ def width_search(model: nn.Module, images: torch.Tensor, eps: float, min_samples
 
     def keep(name: str):
         def hook(layer: nn.Module, args: tuple, y: Any) -> None:
-            y = getattr(y, "value", y).double()  # a QuantTensor's values
+            y = getattr(y, "value", y).detach().cpu().double()  # a QuantTensor's values, summed in float64
             outputs[name].append(y.sum(0) if isinstance(layer, nn.Conv2d) else y)
         return hook
 
     handles = [layer.register_forward_hook(keep(name)) for name, layer in layers]
+    device = next(model.parameters()).device  # the images go where the model is
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(images), batch_size):
-            model(images[start: start + batch_size])
+            model(images[start: start + batch_size].to(device))
     finally:
         model.train(was_training)
         for handle in handles:

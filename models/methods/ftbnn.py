@@ -119,7 +119,7 @@ def binary_ops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     was_training = model.training
     model.eval()
     try:
-        model(torch.zeros(1, *input_shape))
+        model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
     finally:
         model.train(was_training)
         for handle in handles:
