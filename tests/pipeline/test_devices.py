@@ -264,3 +264,22 @@ def test_methods_command_says_which_amp_each_method_takes(cli) -> None:
     for name, line in lines.items():
         assert f"[amp: {', '.join(create_method(name).amp)}]" in line
     assert "[amp: bf16]" in lines["rebnn"] and "[amp: bf16, fp16]" in lines["ste"]
+
+
+def test_loader_workers_and_channels_last_train_the_same_steps(tmp_path: Path) -> None:
+    """Batches read by a persistent worker process are the batches read in the training process (the same weights,
+    bit for bit, over two epochs); channels-last memory order changes only the rounding of the convolutions."""
+    from bnnflow.pipeline.checkpoint import load_checkpoint
+    from bnnflow.pipeline.steps import prepare_run
+    from bnnflow.pipeline.train import train
+    from tests.pipeline import ddp_worker
+
+    runs = {"plain": {}, "workers": {"train.workers": 1}, "channels_last": {"train.channels_last": True}}
+    states = {}
+    for name, overrides in runs.items():
+        cfg = ddp_worker.case_config("conv-rebnn", 2).with_overrides({**overrides, "data.augment": True})
+        train(cfg, prepare_run(cfg, tmp_path / name))
+        states[name] = load_checkpoint(tmp_path / name / "train" / "checkpoint.safetensors").model_state
+    for key, value in states["plain"].items():
+        assert torch.equal(value, states["workers"][key]), key
+        torch.testing.assert_close(value, states["channels_last"][key], rtol=1e-4, atol=1e-4, msg=key)
