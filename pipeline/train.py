@@ -21,7 +21,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
@@ -200,13 +200,27 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return loss, accuracy, outputs
 
 
-def _test_set(dataset: Dataset, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test split as tensors: in-memory sets as they are, image folders decoded by the loader's workers."""
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                     device: torch.device) -> tuple[float, float]:
+    """Mean loss and accuracy of the model in eval mode over ``batches`` (a loader), without holding the outputs:
+    an ImageNet validation split streams through the loader's workers instead of filling memory."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, labels in batches:
+        outputs = model(images.to(device, non_blocking=True)).float()
+        labels = labels.to(device, non_blocking=True)
+        loss_sum += nn.functional.cross_entropy(outputs, labels, reduction="sum").item()
+        correct += int((outputs.argmax(1) == labels).sum())
+        seen += len(labels)
+    model.train(was_training)
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+def _in_memory(dataset: Dataset) -> bool:
     base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
-    if isinstance(base, TensorDataset) or workers == 0:
-        return stack(dataset)
-    batches = list(DataLoader(dataset, batch_size=EVAL_BATCH, num_workers=workers))
-    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    return isinstance(base, TensorDataset)
 
 
 def _read_metrics(path: Path, before_epoch: int) -> list[dict[str, Any]]:
@@ -293,7 +307,12 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, data: DataSplits | 
         synchronize_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     scaler = torch.amp.GradScaler(device.type, enabled=tcfg.amp == AmpMode.FP16)
-    test_images, test_labels = _test_set(data.test, tcfg.workers) if rank == 0 else (None, None)
+    test_images, test_labels, test_loader = None, None, None
+    if rank == 0 and _in_memory(data.test):
+        test_images, test_labels = stack(data.test)
+    elif rank == 0:  # image folders: decoded by the loader's workers, batch by batch
+        test_loader = DataLoader(data.test, batch_size=EVAL_BATCH, num_workers=tcfg.workers,
+                                 pin_memory=device.type == "cuda", persistent_workers=tcfg.workers > 0)
     batches = EpochBatches(len(data.train), tcfg.batch_size, world, rank, tcfg.seed)
     # the loader's own generator seeds its workers, so the global RNG (augmentation) is the same with any workers
     loader = DataLoader(data.train, batch_sampler=batches, num_workers=tcfg.workers,
@@ -344,7 +363,10 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, data: DataSplits | 
             train_seconds = time.perf_counter() - epoch_started
             images_per_second = seen / train_seconds if train_seconds > 0 else 0.0
             if rank == 0:
-                test_loss, test_acc, _ = evaluate(model, test_images, test_labels, device)
+                if test_loader is None:
+                    test_loss, test_acc, _ = evaluate(model, test_images, test_labels, device)
+                else:
+                    test_loss, test_acc = evaluate_batches(model, test_loader, device)
                 history.append({
                     "epoch": epoch, "lr": lr_at(tcfg, epoch), "train_loss": loss_sum / seen,
                     "train_accuracy": correct / seen, "test_loss": test_loss, "test_accuracy": test_acc,

@@ -283,3 +283,41 @@ def test_loader_workers_and_channels_last_train_the_same_steps(tmp_path: Path) -
     for key, value in states["plain"].items():
         assert torch.equal(value, states["workers"][key]), key
         torch.testing.assert_close(value, states["channels_last"][key], rtol=1e-4, atol=1e-4, msg=key)
+
+
+def test_image_folders_train_and_evaluate_through_loader_workers(tmp_path: Path) -> None:
+    """An image folder is decoded by the loader's workers for training and streamed batch by batch for evaluation
+    (never held whole in memory): the same weights and test figures as decoding in the training process."""
+    from bnnflow.pipeline.checkpoint import load_checkpoint
+    from bnnflow.pipeline.steps import prepare_run
+    from bnnflow.pipeline.train import train
+    from tests.pipeline.test_data import _make_imagefolder
+
+    _make_imagefolder(tmp_path / "data")
+    rows, states = {}, {}
+    for workers in (0, 1):
+        cfg = Config().with_overrides({"data.name": "imagefolder", "data.root": str(tmp_path / "data"),
+                                       "data.image_size": 8, "model.args": {"hidden": 16, "depth": 1},
+                                       "train.epochs": 2, "train.batch_size": 2, "train.threads": 1,
+                                       "train.workers": workers})
+        run = tmp_path / f"workers{workers}"
+        train(cfg, prepare_run(cfg, run))
+        rows[workers] = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+        states[workers] = load_checkpoint(run / "train" / "checkpoint.safetensors").model_state
+    assert all(torch.equal(v, states[1][k]) for k, v in states[0].items())
+    for a, b in zip(rows[0], rows[1]):
+        assert (a["test_loss"], a["test_accuracy"]) == (b["test_loss"], b["test_accuracy"])
+
+
+def test_streamed_evaluation_equals_the_in_memory_one(digits) -> None:
+    from torch.utils.data import DataLoader
+
+    from bnnflow.pipeline.data import stack
+    from bnnflow.pipeline.train import evaluate, evaluate_batches
+
+    model = _tiny(hidden=16, depth=1)
+    images, labels = stack(digits.test)
+    loss, accuracy, _ = evaluate(model, images, labels, torch.device("cpu"))
+    streamed = evaluate_batches(model, DataLoader(digits.test, batch_size=100), torch.device("cpu"))
+    assert math.isclose(streamed[1], accuracy, rel_tol=1e-6) and math.isclose(streamed[0], loss, rel_tol=1e-6)
+    assert model.training, "the model is left in the mode it was in"
