@@ -5,10 +5,9 @@ FINN names its layers only when it builds (``<op>_<impl>_<i>`` after ``step_spec
 change between FINN commits (FINN's dev branch turned ``StreamingMaxPool`` into ``ConvolutionInputGenerator`` +
 ``Pool`` at 8637b91f1), so bnnflow does not predict them: ``bnnflow.json`` lists, per bnnflow layer, the kinds of
 FINN layer it may become (a few alternatives, one per FINN generation) with the folding to give them, and
-``build.py`` matches them against FINN's own graph. A bnnflow op with no FINN kind at all is refused here, in one
-line naming the FINN layer it would need when FINN has none (``FINN_LACKS``: the channel zero-padding of ResNet-20's
-option-A shortcuts) before any other (the forks, joins and pools of a residual network, which FINN's default build
-steps leave in software).
+``build.py`` matches them against FINN's own graph, following its forks and joins. A layer FINN has nothing for
+is refused here, in one line naming what FINN lacks (``finn_lacks``), before anything is computed: FINN pads a
+binary map with bit 0, a -1, and has no correction for the zero padding the papers train with, nor a +1 border.
 """
 
 from __future__ import annotations
@@ -30,21 +29,30 @@ FinnLayer = tuple[str, dict[str, str]]
 #: bnnflow op -> the FINN layer sequences it becomes after FINN's conversion and specialisation (alternatives)
 FINN_LAYERS: dict[str, tuple[tuple[FinnLayer, ...], ...]] = {
     "MVTU": ((("MVAU", {"PE": "PE", "SIMD": "SIMD"}),),),
-    "SlidingWindow": ((("ConvolutionInputGenerator", {"SIMD": "SIMD"}),),),
+    "SlidingWindow": (
+        (("ConvolutionInputGenerator", {"SIMD": "SIMD"}),),
+        (("FMPadding", {"SIMD": "SIMD"}), ("ConvolutionInputGenerator", {"SIMD": "SIMD"})),  # a padded window
+    ),
     "StreamingMaxPool": (
         (("StreamingMaxPool", {"PE": "PE"}),),  # FINN's main branch
         (("ConvolutionInputGenerator", {"SIMD": "PE"}), ("Pool", {"PE": "PE"})),  # dev since 8637b91f1
     ),
     "Thresholding": ((("Thresholding", {"PE": "PE"}),),),
     "LabelSelect": ((("LabelSelect", {"PE": "PE"}),),),
-}
-
-#: bnnflow ops FINN has no layer for at all, at its main (39f0c9a6b) and dev (73ba5ed64) branches alike: the FINN
-#: layer a build would need, as the refusal names it
-FINN_LACKS: dict[str, str] = {
-    # option-A shortcuts (ResNet-20's): FINN's FMPadding pads rows and columns only, its Concat joins streams, not
-    # constants, and none of its transformations converts a Pad on the channel axis
-    "ChannelPad": "a channel zero-padding layer (FMPadding pads rows and columns only)",
+    "DuplicateStreams": ((("DuplicateStreams", {"PE": "PE"}),),),
+    "AddStreams": (
+        (("AddStreams", {"PE": "PE"}),),  # FINN's main branch
+        (("ElementwiseAdd", {"PE": "PE"}),),  # dev: any elementwise Add
+    ),
+    "SumPool": ((("GlobalAccPool", {"PE": "PE"}),),),
+    # an option-A shortcut: bnnflow subsamples rows and columns in two Downsamples, FINN in one DownSampler; build.py
+    # turns the channel zero-padding into a 1 x 1 convolution with 0 / 1 weights, which FINN makes an MVAU
+    "Downsample": (
+        (("DownSampler", {"SIMD": "PE"}),),  # FINN's main branch
+        (("ConvolutionInputGenerator", {"SIMD": "PE"}),),  # dev: a 1 x 1 window with a stride
+        (),  # the second axis: FINN's one layer subsamples both
+    ),
+    "ChannelPad": ((("MVAU", {"PE": "PE", "SIMD": "NumChannels"}),),),
 }
 
 #: the producers FINN takes an unsigned activation Quant after (its QuantReluHandler's valid predecessors)
@@ -56,11 +64,12 @@ def finn_layers(dataflow: ModelWrapper, folding: bool) -> list[dict[str, Any]]:
     PE / SIMD to give them), as bnnflow.json lists them for build.py; a graph that breaks the ops' contract
     (``bnnflow.hw.check``) or holds an op FINN has no layer for is refused in one line."""
     check_dataflow(dataflow)
-    lacking = [node for node in dataflow.graph.node if node.domain == DOMAIN and node.op_type in FINN_LACKS]
-    if lacking:
-        node = lacking[0]
-        raise UnsupportedGraphError(f"FINN has no layer for node {node_ref(dataflow, node)}: FINN lacks "
-                                    f"{FINN_LACKS[node.op_type]}, so FINN cannot build this network")
+    for node in dataflow.graph.node:
+        lack = finn_lacks(node) if node.domain == DOMAIN else None
+        if lack:
+            raise UnsupportedGraphError(f"FINN has no layer for node {node_ref(dataflow, node)}: FINN lacks {lack}, "
+                                        "so FINN cannot build this network; export the model with "
+                                        "model.args.pad_value = -1 (a -1 border, which FINN pads exactly) and retrain")
     layers = []
     for node in dataflow.graph.node:
         if node.domain != DOMAIN:
@@ -73,8 +82,36 @@ def finn_layers(dataflow: ModelWrapper, folding: bool) -> list[dict[str, Any]]:
         alternatives = [[{"op": kind, **({attr: int(op.get_nodeattr(ours)) for attr, ours in attrs.items()}
                                          if folding else {})} for kind, attrs in sequence]
                         for sequence in FINN_LAYERS[node.op_type]]
-        layers.append({"bnnflow": node.name, "op": node.op_type, "finn": alternatives})
+        layers.append({"bnnflow": node.name, "op": node.op_type, "inputs": layer_inputs(dataflow, node),
+                       "finn": alternatives})
     return layers
+
+
+def finn_lacks(node) -> str | None:
+    """What FINN lacks to build this bnnflow layer exactly, or None. FINN's
+    FMPadding pads with 0, which on a binary map is bit 0, a -1: exact for a -1 border (``pad_value = -1``), not
+    for a +1 border or for zero padding, whose per-position correction (bnnflow's ``padCorrection``) FINN has no
+    layer for."""
+    op = getCustomOp(node)
+    if node.op_type == "MVTU" and op.get_nodeattr("padCorrection"):
+        return "a zero-padding correction for binary maps (FINN pads them with -1)"
+    if node.op_type == "SlidingWindow" and any(op.get_nodeattr("Padding")) and op.get_nodeattr("PadValue") != 0:
+        return f"padding with {op.get_nodeattr('PadValue')} (its FMPadding pads with 0)"
+    return None
+
+
+def layer_inputs(dataflow: ModelWrapper, node) -> list[str]:
+    """The bnnflow layers ``node`` reads, through any reshape between them (none for the first layer)."""
+    found, todo = [], list(node.input)
+    while todo:
+        producer = dataflow.find_producer(todo.pop(0))
+        if producer is None:
+            continue
+        if producer.domain == DOMAIN:
+            found.append(producer.name)
+        else:
+            todo.extend(t for t in producer.input if dataflow.get_initializer(t) is None)
+    return found
 
 
 def check_quantizers(model: ModelWrapper) -> None:

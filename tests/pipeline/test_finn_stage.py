@@ -4,12 +4,14 @@ the command can end without FINN.
 
 FINN itself is not installed in CI (it is not on PyPI); the directories these tests check were also built by
 FINN's own builder from its source (estimate steps, verification included) at two FINN commits as a local
-cross-check: tests/data/finn_estimates/ holds what FINN made, whose layer names and reports are tested here. ResNet-20
-(hw) has none: FINN lacks a layer for its option-A shortcuts' channel padding, and the refusal is tested here.
+cross-check: tests/data/finn_estimates/ holds what FINN made, whose layer names, graphs and reports are tested
+here, ResNet-20 (hw, padded with -1) included. A binary map padded with zeros or +1 has no FINN form, and the
+refusal is tested here.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import shutil
@@ -85,6 +87,34 @@ def tfc_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def resnet_runs(tmp_path_factory) -> dict[int, Path]:
+    """A small ResNet-20 (hw: 8-bit stream, option-A shortcuts) for each pad_value, seeded random weights, compiled
+    through the CLI."""
+    import torch
+
+    from bnnflow.models import create_model
+    from bnnflow.pipeline.export import export_model
+    from tests.conftest import run_cli
+
+    root = tmp_path_factory.mktemp("resnet")
+    shape = (3, 16, 16)
+    np.save(root / "inputs.npy", (np.random.default_rng(0).integers(0, 256, (6, *shape)) / 255).astype(np.float32))
+    runs = {}
+    for pad_value in (0, 1, -1):
+        torch.manual_seed(0)
+        model = create_model("resnet20", input_shape=shape, num_classes=10, widths=[4, 8, 16], blocks=[1, 1, 1],
+                             stem_width=4, hw=True, pad_value=pad_value)
+        name = f"resnet{pad_value}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_model(model.eval(), shape).save(str(root / f"{name}.qonnx"))
+        done = run_cli("-q", "compile", f"{name}.qonnx", "--out", name, "--inputs", "inputs.npy", cwd=root)
+        assert done.returncode == 0, done.stderr
+        runs[pad_value] = root / name
+    return runs
+
+
+@pytest.fixture(scope="module")
 def cnv_run(tmp_path_factory) -> Path:
     return _brevitas_run(tmp_path_factory.mktemp("cnv"), "CNV_1W1A", (3, 32, 32), "--target-fps", "3000")
 
@@ -133,6 +163,16 @@ def _finn_graph(op_types: list[str]) -> ModelWrapper:
     return ModelWrapper(helper.make_model(helper.make_graph(nodes, "dataflow_partition", tensors[:1], tensors[1:])))
 
 
+def _nodes(graph: ModelWrapper) -> list[tuple[str, str, list[str], list[str]]]:
+    """FINN's layers as build.py's match_layers takes them."""
+    return [(n.name, n.op_type, list(n.input), list(n.output)) for n in graph.graph.node]
+
+
+def _chain(*names: str) -> list[tuple[str, str, list[str], list[str]]]:
+    """FINN layers named as FINN names them (``<op>_<impl>_<i>``), each reading the one before."""
+    return [(name, name.rsplit("_", 1)[0], [f"t{i}"], [f"t{i + 1}"]) for i, name in enumerate(names)]
+
+
 def _recorded_finn_layers(name: str) -> list[str]:
     """FINN's layer names in graph order, as FINN's estimate report of a recorded run lists them."""
     return list(json.loads((FINN_RUNS / name / "output" / "report" / "estimate_layer_cycles.json").read_text()))
@@ -140,15 +180,27 @@ def _recorded_finn_layers(name: str) -> list[str]:
 
 def _finn_layers(op: str, attr) -> list[list[dict]]:
     """What each bnnflow op becomes in FINN (op kinds after step_specialize_layers, at FINN's main and dev)."""
-    if op == "MVTU":
-        return [[{"op": "MVAU", "PE": attr("PE"), "SIMD": attr("SIMD")}]]
-    if op == "SlidingWindow":
-        return [[{"op": "ConvolutionInputGenerator", "SIMD": attr("SIMD")}]]
-    if op == "StreamingMaxPool":
-        return [[{"op": "StreamingMaxPool", "PE": attr("PE")}],
-                [{"op": "ConvolutionInputGenerator", "SIMD": attr("PE")}, {"op": "Pool", "PE": attr("PE")}]]
-    assert op == "LabelSelect", op
-    return [[{"op": "LabelSelect", "PE": attr("PE")}]]
+    def window() -> dict:
+        return {"op": "ConvolutionInputGenerator", "SIMD": attr("SIMD")}
+
+    return {
+        "MVTU": lambda: [[{"op": "MVAU", "PE": attr("PE"), "SIMD": attr("SIMD")}]],
+        "SlidingWindow": lambda: [[window()], [{"op": "FMPadding", "SIMD": attr("SIMD")}, window()]],
+        "StreamingMaxPool": lambda: [[{"op": "StreamingMaxPool", "PE": attr("PE")}],
+                                     [{"op": "ConvolutionInputGenerator", "SIMD": attr("PE")},
+                                      {"op": "Pool", "PE": attr("PE")}]],
+        "LabelSelect": lambda: [[{"op": "LabelSelect", "PE": attr("PE")}]],
+        "Thresholding": lambda: [[{"op": "Thresholding", "PE": attr("PE")}]],
+        "DuplicateStreams": lambda: [[{"op": "DuplicateStreams", "PE": attr("PE")}]],
+        "AddStreams": lambda: [[{"op": "AddStreams", "PE": attr("PE")}], [{"op": "ElementwiseAdd", "PE": attr("PE")}]],
+        "SumPool": lambda: [[{"op": "GlobalAccPool", "PE": attr("PE")}]],
+        # main subsamples rows and columns in one DownSampler, dev in one strided 1 x 1 window: bnnflow's second
+        # Downsample (the other axis) becomes nothing
+        "Downsample": lambda: [[{"op": "DownSampler", "SIMD": attr("PE")}],
+                               [{"op": "ConvolutionInputGenerator", "SIMD": attr("PE")}], []],
+        # the channel zero-extension: a 1 x 1 convolution with 0 / 1 weights that build.py puts in its place
+        "ChannelPad": lambda: [[{"op": "MVAU", "PE": attr("PE"), "SIMD": attr("NumChannels")}]],
+    }[op]()
 
 
 def _check_layers(folder: Path, run: Path) -> list[dict]:
@@ -161,6 +213,10 @@ def _check_layers(folder: Path, run: Path) -> list[dict]:
     assert [(layer["bnnflow"], layer["op"]) for layer in layers] == [(n.name, n.op_type) for n in nodes]
     for layer, node in zip(layers, nodes):
         assert layer["finn"] == _finn_layers(node.op_type, getCustomOp(node).get_nodeattr), node.name
+        # the layers it reads: a join two, the first none, any other one (on a chain: the one before it)
+        assert len(layer["inputs"]) == (2 if node.op_type == "AddStreams" else int(node is not nodes[0])), node.name
+    if not any(n.op_type == "DuplicateStreams" for n in nodes):
+        assert [layer["inputs"] for layer in layers[1:]] == [[layer["bnnflow"]] for layer in layers[:-1]]
     return layers
 
 
@@ -300,24 +356,41 @@ def test_check_on_board(cli, digits_run: Path) -> None:
     assert "scp -r" in printed.stderr and "driver.py --exec_mode execute --batchsize 10" in printed.stderr
 
 
-@pytest.mark.parametrize("name", ["tfc_39f0c9a", "cnv_39f0c9a", "tfc_73ba5ed", "cnv_73ba5ed"])
+#: what FINN adds before bnnflow's first layer and after its last: nothing on FINN's main but a residual network's
+#: classifier; on dev the input quantizer and the float tail too
+FINN_EXTRA = {
+    "tfc_39f0c9a": [], "cnv_39f0c9a": [], "resnet20_39f0c9a": ["MVAU_rtl_0"],
+    "tfc_73ba5ed": ["Thresholding_rtl_0"],
+    "cnv_73ba5ed": ["Thresholding_rtl_0", "ElementwiseMul_hls_0", "ElementwiseAdd_hls_0"],
+    "resnet20_73ba5ed": ["Thresholding_rtl_0", "MVAU_rtl_0", "ElementwiseMul_hls_0", "ElementwiseAdd_hls_9"],
+}
+
+
+@pytest.mark.parametrize("name", list(FINN_EXTRA))
 def test_build_py_folds_finns_own_graph(name: str, tmp_path: Path) -> None:
-    """FINN's graphs of a real build at FINN's main and dev: build.py names and folds FINN's layers as FINN did."""
+    """FINN's graphs of a real build at FINN's main and dev (as build.py's folding step saw them): build.py names
+    and folds FINN's layers as FINN did, along the forks and joins of ResNet-20."""
     build = _build_script(FINN_RUNS / name, tmp_path)
-    recorded = _recorded_finn_layers(name)
-    graph = _finn_graph([layer.rsplit("_", 1)[0] for layer in recorded]).transform(GiveUniqueNodeNames())
-    assert [n.name for n in graph.graph.node] == recorded  # the names FINN gives are qonnx's unique names
-    folding, extra = build.match_layers([(n.name, n.op_type) for n in graph.graph.node], build.settings()["layers"])
+    nodes = [tuple(node) for node in json.loads((FINN_RUNS / name / "finn_graph.json").read_text())]
+    assert [node[0] for node in nodes] == _recorded_finn_layers(name)  # the layers FINN's estimates report
+    layers = build.settings()["layers"]
+    folding, extra = build.match_layers(nodes, layers)
     written = json.loads((FINN_RUNS / name / "output" / "folding_config.json").read_text())
     assert written == {"Defaults": {}, **folding, **{layer: written[layer] for layer in extra}}
-    if name.endswith("39f0c9a"):  # main: FINN's partition holds bnnflow's layers only
-        assert extra == []
+    assert extra == FINN_EXTRA[name]
+    if name.startswith("resnet20"):  # the shortcuts' channel zero-extension: an MVAU fed a whole pixel per cycle
+        pads = [layer for layer in layers if layer["op"] == "ChannelPad"]
+        assert len(pads) == 2 and sum(layer["op"] == "AddStreams" for layer in layers) == 9
+        for layer in pads:
+            mvau = [name for name, node in folding.items() if node == {k: v for k, v in layer["finn"][0][0].items()
+                                                                         if k != "op"} and name.startswith("MVAU")]
+            assert mvau and layer["finn"][0][0]["SIMD"] == 16 * 2 ** (pads.index(layer))
+    if name == "cnv_39f0c9a":  # build.py's step on FINN's graph writes the same folding_config.json
+        graph = _finn_graph([layer.rsplit("_", 1)[0] for layer in _recorded_finn_layers(name)])
         assert build.step_bnnflow_folding(graph, SimpleNamespace(target_fps=None, output_dir=str(tmp_path))) is not None
         assert json.loads((tmp_path / "folding_config.json").read_text()) == written
-    else:  # dev: the input quantizer and the float tail in hardware too, folded by FINN for bnnflow's rate
-        assert extra[0] == "Thresholding_rtl_0" and extra[1:] in ([], ["ElementwiseMul_hls_0", "ElementwiseAdd_hls_0"])
     if name.startswith("cnv"):
-        pools = [layer for layer in recorded if "Pool" in layer]
+        pools = [layer for layer in _recorded_finn_layers(name) if "Pool" in layer]
         assert pools == (["StreamingMaxPool_hls_0", "StreamingMaxPool_hls_1"] if name.endswith("39f0c9a")
                          else ["Pool_hls_0", "Pool_hls_1"])
 
@@ -337,14 +410,13 @@ def test_a_layer_finns_graph_lacks_stops_the_build_in_one_line(tmp_path: Path) -
     # a layer FINN inserts between two of bnnflow's, and a graph without bnnflow's first layer
     with pytest.raises(build.BnnflowError, match="for bnnflow's MVTU_0 \\(MVTU\\) after ConvolutionInputGenerator_rtl_0 "
                        "\\(there: FMPadding_rtl_0\\)"):
-        build.match_layers([("ConvolutionInputGenerator_rtl_0", "ConvolutionInputGenerator_rtl"),
-                            ("FMPadding_rtl_0", "FMPadding_rtl"), ("MVAU_hls_0", "MVAU_hls")], layers)
-    with pytest.raises(build.BnnflowError, match="^FINN's graph has MVAU_hls_9 beyond bnnflow's layers"):
-        build.match_layers([(n, n.rsplit("_", 1)[0]) for n in _recorded_finn_layers("cnv_39f0c9a") + ["MVAU_hls_9"]],
-                           layers)
-    with pytest.raises(build.BnnflowError, match="no ConvolutionInputGenerator for bnnflow's SlidingWindow_0 "
-                       "\\(SlidingWindow\\) anywhere; FINN's layers: MVAU_hls_0$"):
-        build.match_layers([("MVAU_hls_0", "MVAU_hls")], layers)
+        build.match_layers(_chain("ConvolutionInputGenerator_rtl_0", "FMPadding_rtl_0", "MVAU_hls_0"), layers)
+    with pytest.raises(build.BnnflowError, match="no ConvolutionInputGenerator or FMPadding \\+ ConvolutionInputGenerator "
+                       "for bnnflow's SlidingWindow_0 \\(SlidingWindow\\) anywhere; FINN's layers: MVAU_hls_0$"):
+        build.match_layers(_chain("MVAU_hls_0"), layers)
+    # FINN layers after bnnflow's last are FINN's float tail in hardware (even of a kind bnnflow's become)
+    folding, extra = build.match_layers(_chain(*_recorded_finn_layers("cnv_39f0c9a"), "MVAU_hls_9"), layers)
+    assert extra == ["MVAU_hls_9"] and "MVAU_hls_8" in folding
 
 
 def test_a_bnnflow_op_finn_has_no_layer_for_is_refused(cnv_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -357,25 +429,49 @@ def test_a_bnnflow_op_finn_has_no_layer_for_is_refused(cnv_run: Path, monkeypatc
         support.finn_layers(dataflow, folding=True)
 
 
-def test_a_network_with_a_layer_finn_lacks_is_refused_naming_it(cnv_run: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """ResNet-20's option-A shortcuts pad channels with zeros, which no FINN layer does (at FINN's main and dev:
-    both took its model.qonnx through conversion and streamlining and left the Slice and Pad in software); the
-    refusal names the FINN layer, before FINN runs. Shown on CNV's pool, as if FINN lacked one."""
-    from bnnflow.hw.finn import support
+def test_zero_padded_binary_maps_are_refused_naming_the_fix(cli, resnet_runs: dict[int, Path]) -> None:
+    """FINN pads a binary map with bit 0, a -1, and has no layer for the correction a zero border needs (nor pads
+    with +1): bnnflow refuses such a network before FINN runs, naming the layer and the model option that fixes it."""
+    for pad_value, layer in ((0, "MVTU_1 (MVTU): FINN lacks a zero-padding correction for binary maps"),
+                             (1, "SlidingWindow_1 (SlidingWindow): FINN lacks padding with 1")):
+        done = cli("finn", str(resnet_runs[pad_value]), "--no-build")
+        assert done.returncode == 3 and one_error_line(done.stderr), done.stderr
+        assert f"FINN has no layer for node {layer}" in done.stderr and "model.args.pad_value = -1" in done.stderr
+        assert not (resnet_runs[pad_value] / "finn").exists()
 
-    assert "ChannelPad" in support.FINN_LACKS and "ChannelPad" not in support.FINN_LAYERS
-    dataflow = ModelWrapper(str(cnv_run / "dataflow.onnx"))
-    monkeypatch.setitem(support.FINN_LACKS, "StreamingMaxPool", "a max-pool layer")
-    with pytest.raises(UnsupportedGraphError) as caught:
-        support.finn_layers(dataflow, folding=True)
-    assert str(caught.value) == ("FINN has no layer for node StreamingMaxPool_0 (StreamingMaxPool): FINN lacks a "
-                                 "max-pool layer, so FINN cannot build this network")
+
+def test_a_residual_network_padded_with_minus_one_gets_its_build_directory(cli, resnet_runs: dict[int, Path],
+                                                                            tmp_path: Path) -> None:
+    """ResNet-20 (hw, pad_value = -1): bnnflow's layers with the layers each reads (forks and joins), and build.py's
+    rewrite of the option-A shortcuts (subsampling + channel zero-extension) as 1 x 1 strided convolutions with
+    0 / 1 weights, which qonnx executes to the same outputs."""
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.util.cleanup import cleanup_model
+
+    run = resnet_runs[-1]
+    done = cli("finn", str(run), "--no-build", "--verify-samples", "4")
+    assert done.returncode == 0, done.stderr
+    folder = run / "finn"
+    layers = _check_layers(folder, run)
+    ops = [layer["op"] for layer in layers]
+    assert ops.count("AddStreams") == ops.count("DuplicateStreams") == 3 and ops.count("ChannelPad") == 2
+    images = np.load(folder / "input.npy")
+    assert np.allclose(np.load(folder / "expected_output.npy"), _model_outputs(run, images), rtol=1e-5, atol=1e-5)
+    build = _build_script(folder, tmp_path)
+    model = cleanup_model(ModelWrapper(str(folder / "model.onnx"))).transform(InferShapes()).transform(InferDataTypes())
+    before = execute(model, images)[model.graph.output[0].name]
+    rewritten = build.step_bnnflow_channel_pads(ModelWrapper(copy.deepcopy(model.model)), None)
+    kinds = [n.op_type for n in rewritten.graph.node]
+    assert "Slice" not in kinds and "Pad" in kinds  # the shortcuts' Slices and channel Pads went, the -1 borders stay
+    assert kinds.count("Conv") == [n.op_type for n in model.graph.node].count("Conv") + 2
+    assert np.array_equal(execute(rewritten, images)[rewritten.graph.output[0].name], before)
 
 
 def test_software_left_between_finns_hardware_layers_stops_the_build_in_one_line(tmp_path: Path) -> None:
-    """What FINN's dev branch made of ResNet-20's model.qonnx: its step_convert_to_hw leaves the shortcut's Slice
-    and Pad in software between hardware layers, where FINN's partitioning would stop on an assertion."""
+    """What FINN's dev branch made of ResNet-20's model.qonnx before build.py rewrote option-A shortcuts: its
+    step_convert_to_hw left the shortcut's Slice and Pad in software between hardware layers, where FINN's
+    partitioning would stop on an assertion."""
     build = _build_script(FINN_RUNS / "tfc_39f0c9a", tmp_path)
     hls = "finn.custom_op.fpgadataflow.hls"
     nodes = [helper.make_node("Thresholding_hls", ["x"], ["a"], domain=hls),
