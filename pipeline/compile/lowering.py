@@ -93,6 +93,7 @@ class _Lowering:
         self.weights: dict[str, Weights] = {}
         self.conv_pads: dict[str, tuple[list[int], float]] = {}
         self.hw_input: str | None = None
+        self.unbuildable: dict[str, str] = {}  # accumulator -> why no hardware computes it
 
     # -- driving --------------------------------------------------------------------------------------------------
 
@@ -328,13 +329,16 @@ class _Lowering:
     def _linear(self, node, x: Codes, w: Weights, acc: str, acc_type: DataType, matrix: np.ndarray) -> None:
         """What the integer accumulator ``acc`` of ``codes @ matrix`` (K, N) stands for, per output channel."""
         if x.dtype == DataType["BIPOLAR"] and w.dtype != DataType["BIPOLAR"]:
-            # the dataflow conversion would refuse it too, naming a streamlined node: say it here, in the user's terms
+            # no hardware for it; refused in the user's terms if it ends up in the accelerator (_finish), not when
+            # it stays in the host tail (a classifier whose float result the integers cannot reproduce)
             if w.dtype.bitwidth() == 1:  # unsigned 1-bit weights, 0 and 1
-                self._refuse(node, f"multiplies binary activations by {w.dtype.name} (0/1) weights; the hardware "
-                             "multiplies bits by bipolar (+-1) weights only: quantize its weights signed (BipolarQuant)")
-            self._refuse(node, f"multiplies binary activations by {w.dtype.name} weights ({w.dtype.bitwidth()}-bit); "
-                         "the hardware multiplies bits by 1-bit weights only: quantize this layer's weights to 1 bit "
-                         "(weight_bits=1) or its input to 2 bits or more")
+                problem = (f"multiplies binary activations by {w.dtype.name} (0/1) weights; the hardware multiplies "
+                           "bits by bipolar (+-1) weights only: quantize its weights signed (BipolarQuant)")
+            else:
+                problem = (f"multiplies binary activations by {w.dtype.name} weights ({w.dtype.bitwidth()}-bit); the "
+                           "hardware multiplies bits by 1-bit weights only: quantize this layer's weights to 1 bit "
+                           "(weight_bits=1) or its input to 2 bits or more")
+            self.unbuildable[acc] = f"node {node_ref(self.src, node)} {problem}"
         cout = matrix.shape[1]
         w_scale = w.scale.reshape(-1) if w.scale.size > 1 else np.full(cout, float(w.scale.reshape(-1)[0]))
         scale = x.scale[0] * w_scale
@@ -647,6 +651,16 @@ class _Lowering:
         if codes.exact is None:
             raise UnsupportedGraphError("the integer part of the graph ends in a value whose float result cannot be "
                                         "reproduced exactly; end the network with a quantizer or a layer on integers")
+        upstream, todo = set(), [codes.name]
+        producers = {out: node for node in self.out.nodes for out in node.output}
+        while todo:
+            name = todo.pop()
+            if name not in upstream:
+                upstream.add(name)
+                todo.extend(producers[name].input if name in producers else [])
+        for acc, problem in self.unbuildable.items():
+            if acc in upstream:
+                raise UnsupportedGraphError(problem)
         self._tail(codes)
         model = self.out.model(self.src, list(self.src.graph.input), outputs)
         model = _prune(model, outputs[0].name)
