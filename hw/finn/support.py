@@ -32,6 +32,7 @@ FINN_LAYERS: dict[str, tuple[tuple[FinnLayer, ...], ...]] = {
     "SlidingWindow": (
         (("ConvolutionInputGenerator", {"SIMD": "SIMD"}),),
         (("FMPadding", {"SIMD": "SIMD"}), ("ConvolutionInputGenerator", {"SIMD": "SIMD"})),  # a padded window
+        (("DownSampler", {"SIMD": "SIMD"}),),  # a strided 1 x 1 window on FINN's main branch
     ),
     "StreamingMaxPool": (
         (("StreamingMaxPool", {"PE": "PE"}),),  # FINN's main branch

@@ -185,7 +185,8 @@ def _finn_layers(op: str, attr) -> list[list[dict]]:
 
     return {
         "MVTU": lambda: [[{"op": "MVAU", "PE": attr("PE"), "SIMD": attr("SIMD")}]],
-        "SlidingWindow": lambda: [[window()], [{"op": "FMPadding", "SIMD": attr("SIMD")}, window()]],
+        "SlidingWindow": lambda: [[window()], [{"op": "FMPadding", "SIMD": attr("SIMD")}, window()],
+                                  [{"op": "DownSampler", "SIMD": attr("SIMD")}]],
         "StreamingMaxPool": lambda: [[{"op": "StreamingMaxPool", "PE": attr("PE")}],
                                      [{"op": "ConvolutionInputGenerator", "SIMD": attr("PE")},
                                       {"op": "Pool", "PE": attr("PE")}]],
@@ -412,7 +413,8 @@ def test_a_layer_finns_graph_lacks_stops_the_build_in_one_line(tmp_path: Path) -
                        "\\(there: FMPadding_rtl_0\\)"):
         build.match_layers(_chain("ConvolutionInputGenerator_rtl_0", "FMPadding_rtl_0", "MVAU_hls_0"), layers)
     with pytest.raises(build.BnnflowError, match="no ConvolutionInputGenerator or FMPadding \\+ ConvolutionInputGenerator "
-                       "for bnnflow's SlidingWindow_0 \\(SlidingWindow\\) anywhere; FINN's layers: MVAU_hls_0$"):
+                       "or DownSampler for bnnflow's SlidingWindow_0 \\(SlidingWindow\\) anywhere; FINN's layers: "
+                       "MVAU_hls_0$"):
         build.match_layers(_chain("MVAU_hls_0"), layers)
     # FINN layers after bnnflow's last are FINN's float tail in hardware (even of a kind bnnflow's become)
     folding, extra = build.match_layers(_chain(*_recorded_finn_layers("cnv_39f0c9a"), "MVAU_hls_9"), layers)
