@@ -312,7 +312,7 @@ def test_sliding_window_emits_patches_channels_fastest(shape, k, stride, dtype):
 
 
 @pytest.mark.parametrize(("c", "hw", "k", "simd", "cycles"), [
-    # max(H * W, OH * OW * kh * kw) * C / SIMD: reading patches out of one bank while the next map fills the other
+    # max(H * W, OH * OW * kh * kw) * C / SIMD: patches read from the line buffer while the next rows stream in
     (4, 6, 3, 1, 16 * 9 * 4),
     (4, 6, 3, 2, 16 * 9 * 2),
     (3, 32, 3, 3, 900 * 9),
@@ -333,11 +333,14 @@ def test_sliding_window_folding_memory_and_luts():
     luts = []
     for simd in sorted(divisor_set(12)):
         op.set_nodeattr("SIMD", simd)
-        # two banks of the whole 8 x 8 map of C values, SIMD values of 4 bits per word
-        assert op.memories() == [Memory(simd * 4, 2 * 8 * 8 * (12 // simd))]
+        # a ring of 6 rows of the 8-pixel-wide map, SIMD values of 4 bits per word: 3 + 1 for the kernel and the
+        # stride, 2 more so the next frame's first 3 rows stream in while the last output row holds its 3
+        assert op.ring_rows() == 6
+        assert op.memories() == [Memory(simd * 4, 6 * 8 * (12 // simd))]
         luts.append(op.lut_estimate(6))
+    # the line buffer's control (counters, addresses, handshakes) outweighs the lanes: about flat over SIMD
     assert luts[0] > 0
-    assert all(a < b for a, b in zip(luts, luts[1:]))
+    assert max(luts) < 1.3 * min(luts)
 
 
 # --------------------------------------------------------------------------------------------- StreamingMaxPool
