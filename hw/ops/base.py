@@ -240,13 +240,15 @@ class VectorStreamOp(ChannelStreamOp):
 PARALLEL_THRESHOLDS = 15
 
 
-def threshold_memory(thresholds: int, acc_bits: int, channels: int, pe: int) -> Memory:
+def threshold_memories(thresholds: int, acc_bits: int, channels: int, pe: int) -> list[Memory]:
     """Where a unit keeps its thresholds: a word of all of a channel's thresholds per channel group when it compares
-    them in parallel; one threshold a word, every channel's in one deep memory per PE lane, when it searches them
-    (a search stage reads one threshold a cycle, so the ROM is deep and narrow, which block RAM holds well)."""
+    them in parallel; when it searches them, a memory per level s of the search tree and PE lane, of one threshold
+    a word, the level's 2^s thresholds of each of the lane's channels (a search stage reads one threshold a cycle,
+    so the deep levels' memories are deep and narrow, which block RAM holds well; the first are a few LUTs)."""
     if thresholds <= PARALLEL_THRESHOLDS:
-        return Memory(thresholds * acc_bits, channels // pe, pe)
-    return Memory(acc_bits, (channels // pe) * thresholds, pe)
+        return [Memory(thresholds * acc_bits, channels // pe, pe)]
+    levels = math.ceil(math.log2(thresholds + 1))
+    return [Memory(acc_bits, (channels // pe) << level, pe) for level in range(levels)]
 
 
 def threshold_compare_luts(thresholds: int, acc_bits: int, lut_per_adder_bit: float) -> float:

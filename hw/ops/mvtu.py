@@ -41,7 +41,7 @@ from bnnflow.hw.ops.base import (
     frame,
     positive,
     threshold_compare_luts,
-    threshold_memory,
+    threshold_memories,
     threshold_problems,
 )
 
@@ -200,7 +200,15 @@ class MVTU(HWOp):
         mems = [Memory(simd * self.weight_bits(), depth, pe)]
         n_thr = self.num_thresholds()
         if n_thr:
-            mems.append(threshold_memory(n_thr, self.acc_bits(), self.get_nodeattr("MH"), pe))
+            mems += threshold_memories(n_thr, self.acc_bits(), self.get_nodeattr("MH"), pe)
+        if self.get_nodeattr("padCorrection"):
+            # the corrections, a word of PE lanes per border class and channel fold, and the first word of each
+            # output row's and column's class
+            rows, cols = self.get_nodeattr("correctionRows"), self.get_nodeattr("correctionCols")
+            nf = self.get_nodeattr("MH") // pe
+            words = (max(rows) + 1) * (max(cols) + 1) * nf
+            address = max(1, (words - 1).bit_length())
+            mems += [Memory(pe * self.acc_bits(), words), Memory(address, len(rows)), Memory(address, len(cols))]
         return mems
 
     def lut_estimate(self, lut_inputs: int) -> int:
@@ -211,6 +219,6 @@ class MVTU(HWOp):
         else:  # each lane negates or passes a k-bit code, then an adder tree sums the SIMD lanes
             in_bits = self.input_datatype().bitwidth() + self.weight_bits() - 1
             lanes = simd * in_bits + (simd - 1) * (in_bits + math.ceil(math.log2(simd)) if simd > 1 else 0)
-        accumulate = acc * LUT_PER_ADDER_BIT
+        accumulate = acc * LUT_PER_ADDER_BIT * (1 + self.get_nodeattr("padCorrection"))  # and the correction
         compare = threshold_compare_luts(self.num_thresholds(), acc, LUT_PER_ADDER_BIT)
         return int(round(pe * (lanes + accumulate + compare) + LUT_CONTROL))

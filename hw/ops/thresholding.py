@@ -21,7 +21,7 @@ from bnnflow.hw.ops.base import (
     divides,
     positive,
     threshold_compare_luts,
-    threshold_memory,
+    threshold_memories,
     threshold_problems,
 )
 from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
@@ -68,10 +68,18 @@ class Thresholding(VectorStreamOp):
     def num_thresholds(self) -> int:
         return (1 << self.output_datatype().bitwidth()) - 1
 
+    def value_bits(self) -> int:
+        """Bits of the values compared: the input's, one more for negated channels (``inputSigns``)."""
+        return self.input_datatype().bitwidth() + self.get_nodeattr("inputSigns")
+
     def memories(self) -> list[Memory]:
         c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
-        return [threshold_memory(self.num_thresholds(), self.input_datatype().bitwidth(), c, pe)]
+        mems = threshold_memories(self.num_thresholds(), self.value_bits(), c, pe)
+        if self.get_nodeattr("inputSigns"):
+            mems.append(Memory(pe, c // pe))  # a sign bit per channel
+        return mems
 
     def lut_estimate(self, lut_inputs: int) -> int:
-        compare = threshold_compare_luts(self.num_thresholds(), self.input_datatype().bitwidth(), LUT_PER_ADDER_BIT)
-        return int(round(LUT_CONTROL + self.get_nodeattr("PE") * compare))
+        compare = threshold_compare_luts(self.num_thresholds(), self.value_bits(), LUT_PER_ADDER_BIT)
+        negate = self.value_bits() * LUT_PER_ADDER_BIT * self.get_nodeattr("inputSigns")
+        return int(round(LUT_CONTROL + self.get_nodeattr("PE") * (compare + negate)))

@@ -12,6 +12,16 @@
 // thresholds are on the popcount); with N_THR = 0 it is acc itself, in XNOR mode as the bipolar dot product
 // 2 * popcount - MW.
 //
+// Padding correction (PAD=1): the vectors are the OH x OWD output positions of a conv, row by row; position
+// (r, c) adds to each channel's accumulator the correction of its border class. ROW_FILE holds OH words, the
+// first correction word of row r's class (rows[r] * (classes of columns) * NF), COL_FILE OWD words (cols[c] * NF),
+// and CORR_FILE the corrections, word class * NF + nf holding lane p's at [p*ACC_W] (two's complement). In XNOR
+// mode the corrected value is on the bipolar accumulator, 2 * popcount + (correction - MW), and so are the
+// thresholds; CORR_FILE holds correction - MW.
+//
+// Thresholds: up to 15 are compared at once (above); more (SEARCH = the levels of the search tree) are searched
+// by bnn_thr_search, from its memories SEARCH_FILE_ss_ppp.hex.
+//
 // The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
 // Pipeline: issue -> ROM and buffer read -> hold -> bank select -> (multi-bit: products) -> four levels of
@@ -33,8 +43,19 @@ module bnn_mvtu #(
     parameter integer OUT_BITS = 1,
     parameter integer OUT_BIAS = 0,
     parameter integer WBANK_DEPTH = 2048,
+    parameter integer PAD = 0,
+    parameter integer OH = 1,
+    parameter integer OWD = 1,
+    parameter integer NCLS = 1,
+    parameter integer SEARCH = 0,
     parameter WEIGHT_FILE = "weights",
-    parameter THRESH_FILE = "thresholds.hex"
+    /* verilator lint_off UNUSEDPARAM */  // each file is read only in the mode that has it
+    parameter THRESH_FILE = "thresholds.hex",
+    parameter CORR_FILE = "corrections.hex",
+    parameter ROW_FILE = "rows.hex",
+    parameter COL_FILE = "cols.hex",
+    parameter SEARCH_FILE = "search"
+    /* verilator lint_on UNUSEDPARAM */
 ) (
     input  wire                     clk,
     input  wire                     rst,
@@ -57,10 +78,12 @@ module bnn_mvtu #(
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
     localparam integer WAW = SF * NF > 1 ? $clog2(SF * NF) : 1;
     localparam integer PSTAGE = XNOR != 0 ? 0 : 1;  // multi-bit products are registered before they are summed
-    localparam integer STAGES = 9 + PSTAGE;  // registers from issue to the FIFO: read, hold, select, products,
-    // 4 sums, accumulate,
-    // output
-    localparam integer DEPTH = 16;
+    localparam integer CSTAGE = PAD != 0 ? 1 : 0;  // the padding correction is added in a register of its own
+    // registers from issue to the FIFO: read, hold, select, products, 4 sums, accumulate, correction, output
+    // (or the search's two registers a level)
+    localparam integer STAGES = 9 + PSTAGE + CSTAGE + (SEARCH > 0 ? 2 * SEARCH - 1 : 0);
+    // the output FIFO (a power of two, 16 or more) has room for the pipeline and 5 results more
+    localparam integer DEPTH = STAGES + 5 <= 16 ? 16 : 1 << $clog2(STAGES + 5);
     localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer ROOM_I = DEPTH - STAGES;
     localparam integer SF_LAST_I = SF - 1;
@@ -346,6 +369,7 @@ module bnn_mvtu #(
     reg [PE*ACC_W-1:0] acc;
     /* verilator lint_off UNUSEDSIGNAL */
     reg [PE*ACC_W-1:0] fin4;  // without thresholds only the output datatype's low bits leave the unit
+    reg [NFW-1:0] nf4;
     /* verilator lint_on UNUSEDSIGNAL */
     reg v4;
     wire [PE*ACC_W-1:0] acc_next;
@@ -357,46 +381,118 @@ module bnn_mvtu #(
     always @(posedge clk) begin
         if (v3) acc <= acc_next;
         fin4 <= acc_next;
+        nf4 <= nf3;
         v4 <= v3 && last3 && !rst;
     end
 
-    // ---- stage 5: thresholds (or the accumulator itself) into the output register ----
-    reg [PE*OUT_BITS-1:0] o5;
-    reg v5;
-    wire [PE*OUT_BITS-1:0] result;
+    // ---- stage 4b (PAD): the padding correction of the output position ----
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire [PE*ACC_W-1:0] val;  // the value to threshold: the accumulator, corrected when PAD
+    wire [NFW-1:0] nfv;  // its channel fold
+    wire [NFW-1:0] nf_pre;  // the channel fold one cycle before val, to read the thresholds with
+    /* verilator lint_on UNUSEDSIGNAL */
+    wire vv;
     generate
-        if (N_THR > 0) begin : g_thr
-            reg [TW-1:0] trom [0:NF-1];
-            initial $readmemh(THRESH_FILE, trom);
-            reg [TW-1:0] t4;
-            always @(posedge clk) t4 <= trom[nf3];
-            for (p = 0; p < PE; p = p + 1) begin : g_cmp
-                wire [NT-1:0] hit;
-                for (s = 0; s < NT; s = s + 1) begin : g_t
-                    assign hit[s] = $signed(fin4[p*ACC_W +: ACC_W]) >= $signed(t4[(p*NT + s)*ACC_W +: ACC_W]);
+        if (PAD != 0) begin : g_pad
+            localparam integer RW = OH > 1 ? $clog2(OH) : 1;
+            localparam integer KW = OWD > 1 ? $clog2(OWD) : 1;
+            localparam integer CAW = NCLS * NF > 1 ? $clog2(NCLS * NF) : 1;
+            localparam integer OH_LAST_I = OH - 1;
+            localparam integer OW_LAST_I = OWD - 1;
+            localparam [RW-1:0] OH_LAST = OH_LAST_I[RW-1:0];
+            localparam [KW-1:0] OW_LAST = OW_LAST_I[KW-1:0];
+            reg [CAW-1:0] rrom [0:OH-1];
+            reg [CAW-1:0] krom [0:OWD-1];
+            reg [PE*ACC_W-1:0] crom [0:NCLS*NF-1];
+            initial begin
+                $readmemh(ROW_FILE, rrom);
+                $readmemh(COL_FILE, krom);
+                $readmemh(CORR_FILE, crom);
+            end
+            // the output position of the group whose last fold is at stage 3; results leave in order, so a
+            // counter of finished vectors is that position
+            reg [RW-1:0] row;
+            reg [KW-1:0] col;
+            always @(posedge clk) begin
+                if (rst) begin
+                    row <= 0;
+                    col <= 0;
+                end else if (v3 && last3 && nf3 == NF_LAST) begin
+                    col <= col == OW_LAST ? 0 : col + 1'b1;
+                    if (col == OW_LAST) row <= row == OH_LAST ? 0 : row + 1'b1;
                 end
-                wire [OUT_BITS:0] n;
-                bnn_sum_tree #(.N(NT), .TW(1), .SIGNED(0), .OW(OUT_BITS + 1)) u_count (.terms(hit), .sum(n));
-                wire [OUT_BITS:0] code = n + BIAS;  // a signed code counts up from its lowest value
-                assign result[p*OUT_BITS +: OUT_BITS] = code[OUT_BITS-1:0];
-                /* verilator lint_off UNUSEDSIGNAL */
-                wire unused_top = code[OUT_BITS];  // only OUT_BITS bits of a code are ever set
-                /* verilator lint_on UNUSEDSIGNAL */
             end
-        end else begin : g_acc_out
-            for (p = 0; p < PE; p = p + 1) begin : g_out
+            /* verilator lint_off UNUSEDSIGNAL */
+            wire [CAW+NFW-1:0] caddr = {{NFW{1'b0}}, rrom[row]} + {{NFW{1'b0}}, krom[col]} + {{CAW{1'b0}}, nf3};
+            /* verilator lint_on UNUSEDSIGNAL */
+            reg [PE*ACC_W-1:0] corr4;
+            always @(posedge clk) corr4 <= crom[caddr[CAW-1:0]];
+            reg [PE*ACC_W-1:0] vc;
+            reg [NFW-1:0] nfc;
+            reg vvc;
+            for (p = 0; p < PE; p = p + 1) begin : g_corr
                 wire [ACC_W-1:0] a = fin4[p*ACC_W +: ACC_W];
-                /* verilator lint_off UNUSEDSIGNAL */
-                wire [ACC_W-1:0] value = XNOR != 0 ? (a << 1) - MW_ACC : a;
-                /* verilator lint_on UNUSEDSIGNAL */
-                assign result[p*OUT_BITS +: OUT_BITS] = value[OUT_BITS-1:0];
+                always @(posedge clk) vc[p*ACC_W +: ACC_W] <= (XNOR != 0 ? a << 1 : a) + corr4[p*ACC_W +: ACC_W];
             end
+            always @(posedge clk) begin
+                nfc <= nf4;
+                vvc <= v4 && !rst;
+            end
+            assign {val, nfv, vv, nf_pre} = {vc, nfc, vvc, nf4};
+        end else begin : g_no_pad
+            assign {val, nfv, vv, nf_pre} = {fin4, nf4, v4, nf3};
         end
     endgenerate
-    always @(posedge clk) begin
-        o5 <= result;
-        v5 <= v4 && !rst;
-    end
+
+    // ---- stage 5: thresholds (or the accumulator itself) into the output register, or the search ----
+    wire [PE*OUT_BITS-1:0] o5;
+    wire v5;
+    generate
+        if (SEARCH > 0) begin : g_search
+            bnn_thr_search #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .LEVELS(SEARCH), .OUT_BITS(OUT_BITS),
+                             .OUT_BIAS(OUT_BIAS), .SEARCH_FILE(SEARCH_FILE)) u_search (
+                .clk(clk), .rst(rst), .in_value(val), .in_nf(nfv), .in_valid(vv),
+                .out_code(o5), .out_valid(v5));
+        end else begin : g_out_reg
+            wire [PE*OUT_BITS-1:0] result;
+            if (N_THR > 0) begin : g_thr
+                reg [TW-1:0] trom [0:NF-1];
+                initial $readmemh(THRESH_FILE, trom);
+                reg [TW-1:0] t4;
+                always @(posedge clk) t4 <= trom[nf_pre];
+                for (p = 0; p < PE; p = p + 1) begin : g_cmp
+                    wire [NT-1:0] hit;
+                    for (s = 0; s < NT; s = s + 1) begin : g_t
+                        assign hit[s] = $signed(val[p*ACC_W +: ACC_W]) >= $signed(t4[(p*NT + s)*ACC_W +: ACC_W]);
+                    end
+                    wire [OUT_BITS:0] n;
+                    bnn_sum_tree #(.N(NT), .TW(1), .SIGNED(0), .OW(OUT_BITS + 1)) u_count (.terms(hit), .sum(n));
+                    wire [OUT_BITS:0] code = n + BIAS;  // a signed code counts up from its lowest value
+                    assign result[p*OUT_BITS +: OUT_BITS] = code[OUT_BITS-1:0];
+                    /* verilator lint_off UNUSEDSIGNAL */
+                    wire unused_top = code[OUT_BITS];  // only OUT_BITS bits of a code are ever set
+                    /* verilator lint_on UNUSEDSIGNAL */
+                end
+            end else begin : g_acc_out
+                for (p = 0; p < PE; p = p + 1) begin : g_out
+                    wire [ACC_W-1:0] a = val[p*ACC_W +: ACC_W];
+                    /* verilator lint_off UNUSEDSIGNAL */
+                    // a corrected XNOR value is already bipolar
+                    wire [ACC_W-1:0] value = XNOR != 0 && PAD == 0 ? (a << 1) - MW_ACC : a;
+                    /* verilator lint_on UNUSEDSIGNAL */
+                    assign result[p*OUT_BITS +: OUT_BITS] = value[OUT_BITS-1:0];
+                end
+            end
+            reg [PE*OUT_BITS-1:0] o;
+            reg v;
+            always @(posedge clk) begin
+                o <= result;
+                v <= vv && !rst;
+            end
+            assign o5 = o;
+            assign v5 = v;
+        end
+    endgenerate
 
     bnn_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(DEPTH)) u_out (
         .clk(clk), .rst(rst), .in_data(o5), .in_valid(v5),

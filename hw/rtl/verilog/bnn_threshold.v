@@ -1,7 +1,10 @@
 // bnn_threshold: integer thresholds on a stream without a matrix product before them (FINN's Thresholding).
 //
-// PE channels a beat (NF = C/PE beats a pixel); a channel's output is OUT_BIAS plus the number of its N_THR
-// thresholds at or below the input. Thresholds: a ROM of NF words of PE*N_THR*ACC_W bits, as in bnn_mvtu.
+// PE channels a beat (NF = C/PE beats a pixel); a channel's output is OUT_BIAS plus the number of its thresholds
+// at or below the input. With SIGNS = 1 a channel's sign bit (1: -1) negates its input first: SIGN_FILE holds NF
+// words of PE bits, lane p for channel nf*PE + p. Up to 15 thresholds (SEARCH = 0) are all compared at once:
+// THRESH_FILE holds NF words of PE*N_THR*ACC_W bits, as in bnn_mvtu. More are searched (SEARCH = the number of
+// levels of the search tree, bnn_thr_search) from the memories SEARCH_FILE_ss_ppp.hex.
 `default_nettype none
 
 module bnn_threshold #(
@@ -13,7 +16,13 @@ module bnn_threshold #(
     parameter integer N_THR = 1,
     parameter integer OUT_BITS = 1,
     parameter integer OUT_BIAS = 0,
-    parameter THRESH_FILE = "thresholds.hex"
+    parameter integer SIGNS = 0,
+    parameter integer SEARCH = 0,
+    /* verilator lint_off UNUSEDPARAM */  // each file is read only in the mode that has it
+    parameter THRESH_FILE = "thresholds.hex",
+    parameter SIGN_FILE = "signs.hex",
+    parameter SEARCH_FILE = "search"
+    /* verilator lint_on UNUSEDPARAM */
 ) (
     input  wire                     clk,
     input  wire                     rst,
@@ -26,10 +35,13 @@ module bnn_threshold #(
 );
     localparam integer NF = C / PE;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
-    localparam integer TW = PE * N_THR * ACC_W;
+    localparam integer NT = N_THR > 0 ? N_THR : 1;
+    localparam integer TW = PE * NT * ACC_W;
     localparam [OUT_BITS:0] BIAS = OUT_BIAS[OUT_BITS:0];
-    localparam integer STAGES = 2;  // input and threshold read, output register
-    localparam integer DEPTH = 4;
+    // input and threshold read, then the output register, or the search's two registers a level
+    localparam integer STAGES = SEARCH > 0 ? 1 + 2 * SEARCH : 2;
+    // the output FIFO (a power of two) has room for the pipeline and a few results more
+    localparam integer DEPTH = SEARCH == 0 ? 4 : STAGES + 4 <= 16 ? 16 : 1 << $clog2(STAGES + 4);
     localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer ROOM_I = DEPTH - STAGES;
     localparam integer NF_LAST_I = NF - 1;
@@ -46,47 +58,83 @@ module bnn_threshold #(
         else if (in_fire) nf <= nf == NF_LAST ? 0 : nf + 1'b1;
     end
 
-    reg [TW-1:0] trom [0:NF-1];
-    initial $readmemh(THRESH_FILE, trom);
-    reg [TW-1:0] t1;
     reg [PE*IN_BITS-1:0] x1;
     reg v1;
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [NFW-1:0] nf1;  // addresses the search memories; unused when the thresholds are compared at once
+    /* verilator lint_on UNUSEDSIGNAL */
     always @(posedge clk) begin
-        t1 <= trom[nf];
         x1 <= in_data;
         v1 <= in_fire && !rst;
+        nf1 <= nf;
     end
 
-    wire [PE*OUT_BITS-1:0] result;
-    genvar p, s;
+    // the sign bits of the channels being read (1: negate), read with the input
+    wire [PE-1:0] neg1;
     generate
-        for (p = 0; p < PE; p = p + 1) begin : g_pe
-            wire [IN_BITS-1:0] xr = x1[p*IN_BITS +: IN_BITS];
-            wire signed [ACC_W-1:0] xv = IN_SIGNED != 0 ? $signed({{(ACC_W - IN_BITS){xr[IN_BITS-1]}}, xr})
-                                                         : $signed({{(ACC_W - IN_BITS){1'b0}}, xr});
-            wire [N_THR-1:0] hit;
-            for (s = 0; s < N_THR; s = s + 1) begin : g_t
-                assign hit[s] = xv >= $signed(t1[(p*N_THR + s)*ACC_W +: ACC_W]);
-            end
-            wire [OUT_BITS:0] n;
-            bnn_sum_tree #(.N(N_THR), .TW(1), .SIGNED(0), .OW(OUT_BITS + 1)) u_count (.terms(hit), .sum(n));
-            wire [OUT_BITS:0] code = n + BIAS;  // a signed code counts up from its lowest value
-            assign result[p*OUT_BITS +: OUT_BITS] = code[OUT_BITS-1:0];
-            /* verilator lint_off UNUSEDSIGNAL */
-            wire unused_top = code[OUT_BITS];  // only OUT_BITS bits of a code are ever set
-            /* verilator lint_on UNUSEDSIGNAL */
+        if (SIGNS != 0) begin : g_signs
+            reg [PE-1:0] srom [0:NF-1];
+            initial $readmemh(SIGN_FILE, srom);
+            reg [PE-1:0] s1;
+            always @(posedge clk) s1 <= srom[nf];
+            assign neg1 = s1;
+        end else begin : g_no_signs
+            assign neg1 = {PE{1'b0}};
         end
     endgenerate
 
-    reg [PE*OUT_BITS-1:0] o2;
-    reg v2;
-    always @(posedge clk) begin
-        o2 <= result;
-        v2 <= v1 && !rst;
-    end
+    // the (signed) values to threshold
+    wire [PE*ACC_W-1:0] xv;
+    genvar p, s;
+    generate
+        for (p = 0; p < PE; p = p + 1) begin : g_value
+            wire [IN_BITS-1:0] xr = x1[p*IN_BITS +: IN_BITS];
+            wire [ACC_W-1:0] xe = IN_SIGNED != 0 ? {{(ACC_W - IN_BITS){xr[IN_BITS-1]}}, xr}
+                                                 : {{(ACC_W - IN_BITS){1'b0}}, xr};
+            assign xv[p*ACC_W +: ACC_W] = neg1[p] ? -xe : xe;
+        end
+    endgenerate
+
+    wire [PE*OUT_BITS-1:0] result;
+    wire result_valid;
+    generate
+        if (SEARCH > 0) begin : g_search
+            bnn_thr_search #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .LEVELS(SEARCH), .OUT_BITS(OUT_BITS),
+                             .OUT_BIAS(OUT_BIAS), .SEARCH_FILE(SEARCH_FILE)) u_search (
+                .clk(clk), .rst(rst), .in_value(xv), .in_nf(nf1), .in_valid(v1),
+                .out_code(result), .out_valid(result_valid));
+        end else begin : g_parallel
+            reg [TW-1:0] trom [0:NF-1];
+            initial $readmemh(THRESH_FILE, trom);
+            reg [TW-1:0] t1;
+            always @(posedge clk) t1 <= trom[nf];
+            wire [PE*OUT_BITS-1:0] codes;
+            for (p = 0; p < PE; p = p + 1) begin : g_pe
+                wire [NT-1:0] hit;
+                for (s = 0; s < NT; s = s + 1) begin : g_t
+                    assign hit[s] = $signed(xv[p*ACC_W +: ACC_W]) >= $signed(t1[(p*NT + s)*ACC_W +: ACC_W]);
+                end
+                wire [OUT_BITS:0] n;
+                bnn_sum_tree #(.N(NT), .TW(1), .SIGNED(0), .OW(OUT_BITS + 1)) u_count (.terms(hit), .sum(n));
+                wire [OUT_BITS:0] code = n + BIAS;  // a signed code counts up from its lowest value
+                assign codes[p*OUT_BITS +: OUT_BITS] = code[OUT_BITS-1:0];
+                /* verilator lint_off UNUSEDSIGNAL */
+                wire unused_top = code[OUT_BITS];  // only OUT_BITS bits of a code are ever set
+                /* verilator lint_on UNUSEDSIGNAL */
+            end
+            reg [PE*OUT_BITS-1:0] o2;
+            reg v2;
+            always @(posedge clk) begin
+                o2 <= codes;
+                v2 <= v1 && !rst;
+            end
+            assign result = o2;
+            assign result_valid = v2;
+        end
+    endgenerate
 
     bnn_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(DEPTH)) u_out (
-        .clk(clk), .rst(rst), .in_data(o2), .in_valid(v2),
+        .clk(clk), .rst(rst), .in_data(result), .in_valid(result_valid),
         .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
 endmodule
 
