@@ -55,4 +55,6 @@ class Downsample(PixelStreamOp):
         context[self.onnx_node.output[0]] = as_float(out)
 
     def lut_estimate(self, lut_inputs: int) -> int:
-        return LUT_CONTROL + 2 * max(self.get_nodeattr("ImgDim")).bit_length()  # row and column counters
+        # per axis: position, next kept position and kept count counters, and their two compares
+        h, w = self.get_nodeattr("ImgDim")
+        return LUT_CONTROL + 5 * (h.bit_length() + w.bit_length())

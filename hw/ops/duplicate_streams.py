@@ -2,7 +2,8 @@
 DuplicateStreams).
 
 Every output carries the input's values. ``PE`` channels per cycle (``PE | C``): ``prod(numInputVectors) * C /
-PE`` cycles per frame; a beat leaves only when every output can take it, so the slowest consumer paces the rest.
+PE`` cycles per frame. Each output has a two-beat buffer (the RTL's ``bnn_dup``); a beat is taken only when
+every buffer has room, so the slowest consumer paces the rest, and no consumer's ready reaches another's.
 """
 
 from __future__ import annotations
@@ -53,4 +54,6 @@ class DuplicateStreams(VectorStreamOp):
                 *((name, shape, "outputDataType", "writes") for name in node.output)]
 
     def lut_estimate(self, lut_inputs: int) -> int:
-        return LUT_CONTROL + self.get_nodeattr("NumOutputStreams") * 4  # the valid / ready join of the outputs
+        # per output: its buffer's count and valid / ready (4), and the load mux of its head register (a LUT a bit)
+        width = self.get_nodeattr("PE") * self.input_datatype().bitwidth()
+        return LUT_CONTROL + self.get_nodeattr("NumOutputStreams") * (4 + width)

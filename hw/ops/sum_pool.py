@@ -3,7 +3,8 @@
 
 ``PE`` channels per cycle (``PE | C``): it reads each input pixel once, ``H * W * C / PE`` cycles per frame,
 and keeps one output row of running sums (the whole sum for a global pool). Contract: the window fits the image
-(floor mode), and the output datatype holds ``kh * kw`` times the input's range.
+(floor mode), and the output datatype holds ``kh * kw`` times the input's range. The RTL (``bnn_sum_pool``) takes
+non-overlapping windows (stride = kernel) and the global pool, which its generator checks.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class SumPool(PixelStreamOp):
 
     def memories(self) -> list[Memory]:
         c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
-        out_w = max(1, self.get_nodeattr("ImgDim")[1] // self.get_nodeattr("Stride")[1])
+        out_w = pool_shapes(self)[1][1]  # a running sum per output column and channel group
         return [Memory(pe * self.output_datatype().bitwidth(), out_w * (c // pe))]
 
     def lut_estimate(self, lut_inputs: int) -> int:
