@@ -10,7 +10,9 @@ Pure analysis functions of ``dataflow.onnx`` (they never change the graph), call
   a residual block run side by side);
 - LUTs: the ops' logic models, plus memories small enough to sit in LUTs as ROMs;
 - block RAM: each memory goes to the fewest blocks over the fabric's port shapes (``width x depth``); memories
-  below ``LUTROM_MAX_BITS`` go to LUT ROM instead, as synthesis tools do.
+  below ``LUTROM_MAX_BITS`` go to LUT ROM instead, as synthesis tools do;
+- the FIFOs before residual joins, sized by the RTL's rule (``bnnflow.hw.rtl.fifos``), count as memories too
+  (``join_fifos``; they belong to the graph, not to an op).
 """
 
 from __future__ import annotations
@@ -102,12 +104,24 @@ def timing(model: ModelWrapper, clock_mhz: float) -> dict[str, Any]:
     return _pipeline(model, layers, clock_mhz)
 
 
+def join_fifo_estimate(model: ModelWrapper, fabric: Fabric) -> dict[str, int]:
+    """The FIFOs the RTL puts before residual joins (``bnnflow.hw.rtl.fifos``), which belong to no single op."""
+    from bnnflow.hw.rtl.fifos import join_fifo_memories  # the RTL's layers are built from this module's hw_ops
+
+    memories = join_fifo_memories(model)
+    costs = [memory_cost(memory, fabric) for memory in memories]
+    return {"count": len(memories), "ram_blocks": sum(c[0] for c in costs), "luts": sum(c[1] for c in costs),
+            "memory_bits": sum(memory.bits for memory in memories)}
+
+
 def estimate(model: ModelWrapper, clock_mhz: float, fabric: Fabric) -> dict[str, Any]:
-    """Per-layer and whole-pipeline estimates at a clock, on a fabric."""
+    """Per-layer and whole-pipeline estimates at a clock, on a fabric; the totals include the join FIFOs."""
     layers = [layer_estimate(node, op, fabric) for node, op in hw_ops(model)]
+    fifos = join_fifo_estimate(model, fabric)
     return {
         **_pipeline(model, layers, clock_mhz),
         "fabric": fabric.name,
-        "luts": sum(layer["luts"] for layer in layers),
-        "ram_blocks": sum(layer["ram_blocks"] for layer in layers),
+        "luts": sum(layer["luts"] for layer in layers) + fifos["luts"],
+        "ram_blocks": sum(layer["ram_blocks"] for layer in layers) + fifos["ram_blocks"],
+        "join_fifos": fifos,
     }

@@ -8,7 +8,9 @@ Two targets:
 - ``fold_for_board``: the fastest pipeline that fits a board. Starting fully folded (PE = SIMD = 1, the
   smallest design), the bottleneck op repeatedly takes the next-faster legal folding while the whole design
   still fits the board's LUT share and block RAMs; it stops at the first step that would not fit, or once the
-  pipeline reaches an optional frame-rate cap.
+  pipeline reaches an optional frame-rate cap. A design that does not fit even fully folded stays fully folded
+  and is marked ``fits: False`` with the reason: it still gets its RTL and cosimulation, and the bitstream stage
+  refuses it before synthesis.
 
 A sliding window is folded with the matrix unit it feeds: they must stream the same SIMD lanes, so that unit's
 SIMD is limited to divisors of the window's channel count.
@@ -23,7 +25,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import BnnflowError
 from bnnflow.hw.boards import LUT_BUDGET_SHARE, Board, Fabric
-from bnnflow.hw.estimates import hw_ops, layer_estimate
+from bnnflow.hw.estimates import hw_ops, join_fifo_estimate, layer_estimate
 from bnnflow.hw.ops.base import HWOp, divisors
 
 
@@ -122,13 +124,19 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap:
     lut_budget = int(board.luts * LUT_BUDGET_SHARE)
     current = [min(unit.options, key=lambda f: sum(f.values())) for unit in units]  # fully folded
     costs = [unit.cost_of(fold, fabric) for unit, fold in zip(units, current)]
-    luts, blocks = sum(c[1] for c in costs), sum(c[2] for c in costs)
+    for unit, fold in zip(units, current):
+        unit.apply(fold)
+    # the FIFOs before residual joins count too; they change with the folding of the layers around them
+    joins = any(node.op_type == "AddStreams" for node in model.graph.node)
+    fifos = join_fifo_estimate(model, fabric)
+    luts, blocks = sum(c[1] for c in costs) + fifos["luts"], sum(c[2] for c in costs) + fifos["ram_blocks"]
+    result = {"mode": "board", "board": board.name, "lut_budget": lut_budget, "ram_budget": board.ram_blocks,
+              "fps_cap": fps_cap, "steps": 0}
     if luts > lut_budget or blocks > board.ram_blocks:
-        raise FoldingError(
-            f"the design does not fit {board.name} even fully folded: it needs {luts:,} LUTs (budget "
-            f"{lut_budget:,}) and {blocks} block RAMs (the board has {board.ram_blocks}); use a bigger "
-            "board or a smaller network"
-        )
+        # the smallest design (applied above): it still gets its RTL and cosimulation; the bitstream stage refuses it
+        return {**result, "fits": False, "problem": (
+            f"the design does not fit {board.name} even fully folded: it needs {luts:,} LUTs (budget {lut_budget:,}) "
+            f"and {blocks} block RAMs (the board has {board.ram_blocks}); use a bigger board or a smaller network")}
     steps = 0
     while True:
         slowest = max(range(len(units)), key=lambda i: costs[i][0])
@@ -142,11 +150,18 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap:
         cost, fold = max(faster, key=lambda cf: (cf[0][0], -cf[0][1]))  # the smallest step, cheapest first
         new_luts = luts - costs[slowest][1] + cost[1]
         new_blocks = blocks - costs[slowest][2] + cost[2]
+        if joins:  # a join FIFO's width follows the lanes of the streams it buffers
+            unit.apply(fold)
+            moved = join_fifo_estimate(model, fabric)
+            new_luts += moved["luts"] - fifos["luts"]
+            new_blocks += moved["ram_blocks"] - fifos["ram_blocks"]
         if new_luts > lut_budget or new_blocks > board.ram_blocks:
+            unit.apply(current[slowest])
             break
         current[slowest], costs[slowest], luts, blocks = fold, cost, new_luts, new_blocks
+        if joins:
+            fifos = moved
         steps += 1
     for unit, fold in zip(units, current):
         unit.apply(fold)
-    return {"mode": "board", "board": board.name, "lut_budget": lut_budget, "ram_budget": board.ram_blocks,
-            "fps_cap": fps_cap, "steps": steps}
+    return {**result, "steps": steps, "fits": True}

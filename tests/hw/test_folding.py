@@ -273,12 +273,12 @@ def test_bigger_board_is_at_least_as_fast(board_folded):
     assert big["frames_per_second"] >= small["frames_per_second"]
 
 
-def test_cnv_does_not_fit_icebreaker(cnv):
+def test_cnv_does_not_fit_icebreaker_and_stays_fully_folded(cnv):
     model = fresh(cnv)
-    with pytest.raises(FoldingError) as err:
-        fold_for_board(model, get_board("icebreaker"), CLOCK_MHZ)
-    assert "icebreaker" in str(err.value)
-    assert err.value.exit_code == 2
+    result = fold_for_board(model, get_board("icebreaker"), CLOCK_MHZ)
+    assert result["fits"] is False and result["steps"] == 0
+    assert "icebreaker" in result["problem"] and "even fully folded" in result["problem"]
+    assert all(v == 1 for node in hw_nodes(model) for v in getCustomOp(node).folding().values())
 
 
 def test_cnv_fold_for_board_on_a_small_budget_fits_and_keeps_windows_matched(cnv):

@@ -14,7 +14,8 @@ from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.hw.boards import ECP5
 from bnnflow.hw.folding import fold_for_fps
-from bnnflow.hw.rtl.generate import ACCEL_TOP, Layer, RtlDesign, generate_rtl
+from bnnflow.hw.rtl.generate import ACCEL_TOP, RtlDesign, generate_rtl
+from bnnflow.hw.rtl.layers import Layer
 from bnnflow.hw.rtl.stream import StreamFormat, decode
 from tests.hw.conftest import build_dataflow, threshold_pool_label_chain
 

@@ -25,7 +25,8 @@ from bnnflow.hw.convert import to_dataflow
 from bnnflow.hw.estimates import hw_ops, timing
 from bnnflow.hw.folding import _units, fold_for_fps
 from bnnflow.hw.rtl import cosim, verilator
-from bnnflow.hw.rtl.generate import ACCEL_TOP, _rtl_gap, generate_rtl
+from bnnflow.hw.rtl.generate import ACCEL_TOP, generate_rtl
+from bnnflow.hw.rtl.layers import _rtl_gap
 from bnnflow.hw.rtl.stream import StreamFormat, decode, encode, read_hex, write_hex
 from bnnflow.hw.simulator import Simulator
 from bnnflow.pipeline.compile.streamline import streamline_model
@@ -248,42 +249,12 @@ def _one_op(node, tensors: dict, initializers: dict | None = None, outputs: list
 def _refused_graphs() -> dict[str, tuple[ModelWrapper, str]]:
     """One legal dataflow graph per op (or option) the Verilog library lacks, that op first in it; the text its
     refusal must hold."""
-    window = dict(IFMChannels=2, IFMDim=[4, 4], OFMDim=[4, 4], ConvKernelDim=[3, 3], Stride=[1, 1],
-                  Padding=[1, 1, 1, 1], PadValue=0, inputDataType="BINARY", outputDataType="BINARY")
-    corrected = hw_node("MVTU", ["x", "w", "corr"], ["y"], MW=18, MH=2, binaryXnorMode=1, noActivation=1,
-                        numInputVectors=[4, 4], padCorrection=1, correctionRows=[0, 1, 1, 2],
-                        correctionCols=[0, 1, 1, 2], inputDataType="BINARY", outputDataType="INT6",
-                        weightDataType="BINARY", accDataType="INT6")
-    signs = hw_node("Thresholding", ["x", "t", "s"], ["y"], NumChannels=4, numInputVectors=[2], inputSigns=1,
-                    inputDataType="INT4", outputDataType="BINARY")
-    fork = hw_node("DuplicateStreams", ["x"], ["a", "b"], NumChannels=4, NumOutputStreams=2, numInputVectors=[2],
-                   inputDataType="INT3", outputDataType="INT3")
-    join = hw_node("AddStreams", ["a", "b"], ["y"], NumChannels=4, numInputVectors=[2], inputDataType="INT3",
-                   input2DataType="INT3", outputDataType="INT4")
-    no_module = "has no Verilog module yet"
     return {
-        "SlidingWindow-padding": (_one_op(hw_node("SlidingWindow", ["x"], ["y"], **window),
-                                          {"x": ([4, 4, 2], "BINARY"), "y": ([4, 4, 18], "BINARY")}),
-                                  "SlidingWindow_0 (SlidingWindow) pads its input by [1, 1, 1, 1]"),
-        "MVTU-padCorrection": (_one_op(corrected, {"x": ([4, 4, 18], "BINARY"), "y": ([4, 4, 2], "INT6")},
-                                       {"w": np.ones((18, 2)), "corr": np.ones((9, 2))}),
-                               "MVTU_0 (MVTU) corrects zero padding per border position"),
-        "Thresholding-inputSigns": (_one_op(signs, {"x": ([2, 4], "INT4"), "y": ([2, 4], "BINARY")},
-                                            {"t": np.zeros((4, 1)), "s": np.asarray([1, -1, 1, -1])}),
-                                    "Thresholding_0 (Thresholding) thresholds negated channels (inputSigns)"),
-        "SumPool": (_one_op(hw_node("SumPool", ["x"], ["y"], NumChannels=3, ImgDim=[4, 4], PoolDim=[2, 2],
-                                    Stride=[2, 2], inputDataType="UINT2", outputDataType="UINT4"),
-                            {"x": ([4, 4, 3], "UINT2"), "y": ([2, 2, 3], "UINT4")}), f"SumPool_0 (SumPool) {no_module}"),
-        "Downsample": (_one_op(hw_node("Downsample", ["x"], ["y"], NumChannels=3, ImgDim=[4, 4], OutDim=[2, 2],
-                                       Stride=[2, 2], inputDataType="UINT2", outputDataType="UINT2"),
-                               {"x": ([4, 4, 3], "UINT2"), "y": ([2, 2, 3], "UINT2")}),
-                       f"Downsample_0 (Downsample) {no_module}"),
-        "ChannelPad": (_one_op(hw_node("ChannelPad", ["x"], ["y"], NumChannels=3, PadAfter=3, numInputVectors=[2],
-                                       inputDataType="UINT2", outputDataType="UINT2"),
-                               {"x": ([2, 3], "UINT2"), "y": ([2, 6], "UINT2")}),
-                       f"ChannelPad_0 (ChannelPad) {no_module}"),
-        "DuplicateStreams": (graph_of([fork, join], {name: ([2, 4], "INT3") for name in "xab"} | {"y": ([2, 4], "INT4")},
-                                      ["x"], ["y"]), f"DuplicateStreams_0 (DuplicateStreams) {no_module}"),
+        "SumPool-overlapping": (_one_op(hw_node("SumPool", ["x"], ["y"], NumChannels=3, ImgDim=[4, 4], PoolDim=[2, 2],
+                                                Stride=[1, 1], inputDataType="UINT2", outputDataType="UINT4"),
+                                        {"x": ([4, 4, 3], "UINT2"), "y": ([3, 3, 3], "UINT4")}),
+                                "SumPool_0 (SumPool) sums windows [2, 2] at stride [1, 1], which the Verilog sum pool "
+                                "does not do (it takes stride = kernel, or a global pool)"),
     }
 
 
@@ -299,10 +270,16 @@ def test_rtl_generator_refuses_what_the_verilog_library_lacks_in_one_line(tmp_pa
     assert list(tmp_path.iterdir()) == []  # nothing written, no temporary folder left
 
 
-def test_rtl_generator_refuses_a_join_in_one_line() -> None:
-    """A join always follows its fork, which the generator refuses first; the join's own refusal, directly."""
-    model, _ = _refused_graphs()["DuplicateStreams"]
-    (join, op), = [(node, op) for node, op in hw_ops(model) if node.op_type == "AddStreams"]
-    assert _rtl_gap(join, op) == "has no Verilog module yet"
-    for node, op in hw_ops(_mvtu_chain(*XNOR_CHAINS["signed-codes"], seed=0)):
+def test_rtl_generator_takes_forks_joins_and_the_shortcut_ops() -> None:
+    """The ops of a residual block have Verilog modules (tests/hw/rtl/test_stream_ops.py cosimulates them); so does
+    a non-overlapping sum pool."""
+    fork = hw_node("DuplicateStreams", ["x"], ["a", "b"], NumChannels=4, NumOutputStreams=2, numInputVectors=[2],
+                   inputDataType="INT3", outputDataType="INT3")
+    join = hw_node("AddStreams", ["a", "b"], ["y"], NumChannels=4, numInputVectors=[2], inputDataType="INT3",
+                   input2DataType="INT3", outputDataType="INT4")
+    model = graph_of([fork, join], {name: ([2, 4], "INT3") for name in "xab"} | {"y": ([2, 4], "INT4")}, ["x"], ["y"])
+    pool = _one_op(hw_node("SumPool", ["x"], ["y"], NumChannels=3, ImgDim=[4, 4], PoolDim=[2, 2], Stride=[2, 2],
+                           inputDataType="UINT2", outputDataType="UINT4"),
+                   {"x": ([4, 4, 3], "UINT2"), "y": ([2, 2, 3], "UINT4")})
+    for node, op in [*hw_ops(model), *hw_ops(pool), *hw_ops(_mvtu_chain(*XNOR_CHAINS["signed-codes"], seed=0))]:
         assert _rtl_gap(node, op) == ""  # what the library has passes
