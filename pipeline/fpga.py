@@ -21,6 +21,7 @@ from bnnflow.errors import ConfigError, VerificationError
 from bnnflow.hw.boards import ECP5, ICE40, get_board
 from bnnflow.hw.estimates import timing
 from bnnflow.hw.rtl import cosim, verilator
+from bnnflow.hw.rtl.fit import check_fits
 from bnnflow.hw.rtl.generate import ACCEL_TOP, generate_rtl
 from bnnflow.hw.simulator import Simulator, describe_mismatch
 from bnnflow.pipeline.compile.stage import clock_of
@@ -103,7 +104,9 @@ def bitstream_run(cfg: Config, run: RunDir, board_name: str | None = None) -> di
         out.info(f"{board.name} is a Xilinx board: its bitstream is built by FINN and Vivado (`bnnflow finn`)")
         return {"board": board.name, "skipped": "Xilinx boards are built through FINN (bnnflow finn)"}
     dataflow = load_model(run.dataflow, "compile")
-    report = build_bitstream(system_sources(run), board.name, clock_of(cfg.compile), run.root / "fpga" / board.name,
+    sources = system_sources(run)
+    check_fits(dataflow, board)
+    report = build_bitstream(sources, board.name, clock_of(cfg.compile), run.root / "fpga" / board.name,
                              baud=cfg.fpga.baud, seed=cfg.fpga.seed)
     ii = timing(dataflow, clock_of(cfg.compile))["initiation_interval_cycles"]
     clock = report["clock"]["achieved_mhz"]

@@ -121,6 +121,8 @@ def _compile_check(model: ModelWrapper, board: str | None) -> dict[str, Any]:
                               "board_luts": estimates["board"]["luts"], "ram_blocks": estimates["ram_blocks"],
                               "board_ram_blocks": estimates["board"]["ram_blocks"],
                               "bottleneck": estimates["bottleneck"]}
+        if estimates["folding"].get("problem"):
+            result["estimate"]["problem"] = estimates["folding"]["problem"]
     return result
 
 

@@ -115,6 +115,9 @@ def compile_run(cfg: Config, run: RunDir, images: np.ndarray | None = None) -> d
     """
     model = load_model(run.qonnx, "export")
     streamlined, dataflow, estimates = compile_model(model, cfg.compile)
+    if not estimates["board"]["fits"]:
+        out.info(f"warning: {estimates['folding'].get('problem') or 'the design does not fit ' + cfg.compile.board}; "
+                 "it still gets its RTL and cosimulation, and the bitstream stage will refuse it")
     save_model(streamlined, run.streamlined)
     save_model(dataflow, run.dataflow)
     atomic_write_text(run.compile_dir / "estimates.json", json.dumps(estimates, indent=2) + "\n")
