@@ -122,3 +122,24 @@ def test_pytorch_equals_qonnx(network):
     comparison = compare_outputs(network["torch"], network["qonnx"], 0.0 if exact else FLOAT_RTOL)
     assert comparison["mismatches"] == 0, (exact, comparison)
 
+
+
+RTL = ("resnet20", "resnet20_bireal", "vgg_small", "cifar_resnet18", "resnet20_a2", "cnv_a2")
+
+
+def test_rtl_equals_simulator(network, tmp_path):
+    """The generated Verilog under Verilator, every input under random back-pressure (no stall may last: the
+    testbench's cycle limit fails the test), equals the simulator; cycles per frame as modelled within 5 %."""
+    if network["name"] not in RTL:
+        pytest.skip("the hardware path of this network is checked at the simulator level only")
+    from bnnflow.hw.estimates import timing
+    from bnnflow.hw.rtl import cosim, verilator
+    from bnnflow.hw.rtl.generate import ACCEL_TOP, generate_rtl
+
+    design = generate_rtl(network["dataflow"], tmp_path / "rtl")
+    verilator.lint(design.source_paths, ACCEL_TOP, tmp_path / "rtl")
+    ii = timing(network["dataflow"], 100.0)["initiation_interval_cycles"]
+    report = cosim.cosimulate(design, network["hw_input"], np.asarray(network["simulator"]), ii, seed=len(network["name"]))
+    assert report["samples"] == SAMPLES
+    assert report["mismatches"] == 0, report
+    assert report["cycles_error"] <= 0.05, report
