@@ -3,7 +3,7 @@
 
 ``PE`` channels per cycle (``PE | C``): it reads each input pixel once, ``H * W * C / PE`` cycles per frame,
 and keeps one output row of running sums (the whole sum for a global pool). Contract: the window fits the image
-(floor mode), and the output datatype holds ``kh * kw`` times the input's range. The RTL (``bnn_sum_pool``) takes
+(floor mode), and the output datatype holds ``kh * kw`` times the input's range. The RTL (``bnn_pool``) takes
 non-overlapping windows (stride = kernel) and the global pool, which its generator checks.
 """
 

@@ -208,6 +208,8 @@ def generate_rtl(model: ModelWrapper, out_dir: Path) -> RtlDesign:
             modules.add("bnn_sum_stage")
         if any(layer.params.get("SEARCH") for layer in layers):
             modules.add("bnn_thr_search")
+        if any(layer.params.get("N_THR") for layer in layers):
+            modules.add("bnn_thr_count")
         if any(edge.source.lanes != edge.target.lanes for edge in edges.values()):
             modules.add("bnn_dwc")
         if any(edge.fifo_depth for edge in edges.values()):

@@ -208,18 +208,27 @@ def _sliding_window(folder: Path, model: ModelWrapper, node, op) -> Layer:
                  StreamFormat(simd, bits, signed, oh * ow * kh * kw * cf), held_beats=held)
 
 
-def _maxpool(folder: Path, model: ModelWrapper, node, op) -> Layer:
+def _pool(node, op, mode: str) -> Layer:
+    """A ``bnn_pool`` over non-overlapping windows: ``mode`` "max" (as wide as its input) or "sum"."""
     c, pe = op.get_nodeattr("NumChannels"), op.get_nodeattr("PE")
     (ih, iw), (kh, kw) = op.get_nodeattr("ImgDim"), op.get_nodeattr("PoolDim")
+    in_bits, in_signed = element(op.input_datatype())
+    out_bits, out_signed = (in_bits, in_signed) if mode == "max" else element(op.output_datatype())
+    params = {"MODE": mode, "C": c, "PE": pe, "IH": ih, "IWD": iw, "KH": kh, "KW": kw, "IN_BITS": in_bits,
+              "IN_SIGNED": int(in_signed), "IN_BIPOLAR": int(mode == "sum" and op.input_datatype().name == "BIPOLAR"),
+              "OUT_BITS": out_bits}
+    # a row of windows in progress, and its 4-beat output FIFO (a beat out per window of kh * kw pixels)
+    held = (kh * iw + 4 * kh * kw) * (c // pe)
+    return Layer(node.name, "bnn_pool", params, StreamFormat(pe, in_bits, in_signed, ih * iw * (c // pe)),
+                 StreamFormat(pe, out_bits, out_signed, (ih // kh) * (iw // kw) * (c // pe)), held_beats=held)
+
+
+def _maxpool(folder: Path, model: ModelWrapper, node, op) -> Layer:
+    kh, kw = op.get_nodeattr("PoolDim")
     if list(op.get_nodeattr("Stride")) != [kh, kw]:
         raise UnsupportedGraphError(f"node {node.name} (StreamingMaxPool) has stride {op.get_nodeattr('Stride')} "
                                     f"and kernel {[kh, kw]}; the RTL pools non-overlapping windows (stride = kernel)")
-    bits, signed = element(op.input_datatype())
-    params = {"C": c, "PE": pe, "IH": ih, "IWD": iw, "KH": kh, "KW": kw, "EB": bits, "SIGNED": int(signed)}
-    # a row of windows in progress, and its 4-beat output FIFO (a beat out per window of kh * kw pixels)
-    held = (kh * iw + 4 * kh * kw) * (c // pe)
-    return Layer(node.name, "bnn_maxpool", params, StreamFormat(pe, bits, signed, ih * iw * (c // pe)),
-                 StreamFormat(pe, bits, signed, (ih // kh) * (iw // kw) * (c // pe)), held_beats=held)
+    return _pool(node, op, "max")
 
 
 def _thresholding(folder: Path, model: ModelWrapper, node, op) -> Layer:
@@ -319,17 +328,7 @@ def _channel_pad(folder: Path, model: ModelWrapper, node, op) -> Layer:
 
 
 def _sum_pool(folder: Path, model: ModelWrapper, node, op) -> Layer:
-    c, pe = op.get_nodeattr("NumChannels"), op.get_nodeattr("PE")
-    (ih, iw), (kh, kw) = op.get_nodeattr("ImgDim"), op.get_nodeattr("PoolDim")
-    in_bits, in_signed = element(op.input_datatype())
-    out_bits, out_signed = element(op.output_datatype())
-    params = {"C": c, "PE": pe, "IH": ih, "IWD": iw, "KH": kh, "KW": kw, "IN_BITS": in_bits,
-              "IN_SIGNED": int(in_signed), "IN_BIPOLAR": int(op.input_datatype().name == "BIPOLAR"),
-              "OUT_BITS": out_bits}
-    # a row of windows in progress, and its 4-beat output FIFO (a beat out per window of kh * kw pixels)
-    held = (kh * iw + 4 * kh * kw) * (c // pe)
-    return Layer(node.name, "bnn_sum_pool", params, StreamFormat(pe, in_bits, in_signed, ih * iw * (c // pe)),
-                 StreamFormat(pe, out_bits, out_signed, (ih // kh) * (iw // kw) * (c // pe)), held_beats=held)
+    return _pool(node, op, "sum")  # _rtl_gap has refused overlapping windows
 
 
 def _rtl_gap(node, op) -> str:

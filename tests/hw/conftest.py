@@ -92,39 +92,55 @@ def graph_of(nodes: list, tensors: dict[str, tuple[list[int], str]], inputs: lis
     return model
 
 
-def residual_dag() -> ModelWrapper:
+def residual_dag(option_a: bool = False) -> ModelWrapper:
     """Every op of a residual network, built by hand: a fork; on one branch a subsampling and a channel
     zero-extension (an option-A shortcut), on the other a zero-padded strided window into a multi-bit MVTU; the
-    join, a global sum pool, and thresholds on negated channels with a signed output; then a flatten."""
+    join, a global sum pool, and thresholds on negated channels with a signed output; then a flatten.
+
+    With ``option_a``, the RTL's own option-A residual block (no zero padding): x is 5x5, the shortcut subsamples
+    it from (1, 1), the strided 3x3 window must take in three rows before its first output, and the thresholds
+    after the sum pool are on plain channels, with no flatten after them."""
+    side = 5 if option_a else 4
     rng = np.random.default_rng(11)
-    signs = rng.choice([-1, 1], 8)
-    signs[:2] = [-1, 1]
+    window, thresholding = {}, {}
+    if not option_a:
+        signs = rng.choice([-1, 1], 8)
+        signs[:2] = [-1, 1]
+        window = {"Padding": [1, 1, 1, 1], "PadValue": 0}
+        thresholding = {"inputSigns": 1}
     nodes = [
-        hw_node("DuplicateStreams", ["x"], ["a", "b"], NumChannels=4, NumOutputStreams=2, PE=2, numInputVectors=[4, 4],
-                inputDataType="UINT2", outputDataType="UINT2"),
-        hw_node("Downsample", ["a"], ["d"], NumChannels=4, ImgDim=[4, 4], OutDim=[2, 2], Offset=[1, 0], Stride=[2, 2],
-                PE=4, inputDataType="UINT2", outputDataType="UINT2"),
+        hw_node("DuplicateStreams", ["x"], ["a", "b"], NumChannels=4, NumOutputStreams=2, PE=2,
+                numInputVectors=[side, side], inputDataType="UINT2", outputDataType="UINT2"),
+        hw_node("Downsample", ["a"], ["d"], NumChannels=4, ImgDim=[side, side], OutDim=[2, 2],
+                Offset=[1, 1] if option_a else [1, 0], Stride=[2, 2], PE=4, inputDataType="UINT2",
+                outputDataType="UINT2"),
         hw_node("ChannelPad", ["d"], ["c"], NumChannels=4, PadBefore=2, PadAfter=2, PadValue=0, PE=2,
                 numInputVectors=[2, 2], inputDataType="UINT2", outputDataType="UINT2"),
-        hw_node("SlidingWindow", ["b"], ["p"], IFMChannels=4, IFMDim=[4, 4], OFMDim=[2, 2], ConvKernelDim=[3, 3],
-                Stride=[2, 2], SIMD=2, Padding=[1, 1, 1, 1], PadValue=0, inputDataType="UINT2", outputDataType="UINT2"),
+        hw_node("SlidingWindow", ["b"], ["p"], IFMChannels=4, IFMDim=[side, side], OFMDim=[2, 2], ConvKernelDim=[3, 3],
+                Stride=[2, 2], SIMD=2, **window, inputDataType="UINT2", outputDataType="UINT2"),
         hw_node("MVTU", ["p", "w", "t"], ["m"], MW=36, MH=8, PE=4, SIMD=2, numInputVectors=[2, 2],
                 inputDataType="UINT2", outputDataType="UINT2", weightDataType="INT2", accDataType="INT10"),
         hw_node("AddStreams", ["c", "m"], ["s"], NumChannels=8, PE=8, numInputVectors=[2, 2], inputDataType="UINT2",
                 input2DataType="UINT2", outputDataType="UINT3"),
         hw_node("SumPool", ["s"], ["g"], NumChannels=8, ImgDim=[2, 2], PoolDim=[2, 2], Stride=[2, 2], PE=2,
                 inputDataType="UINT3", outputDataType="UINT5"),
-        hw_node("Thresholding", ["g", "tg", "signs"], ["q"], NumChannels=8, PE=4, numInputVectors=[1, 1], outputBias=-2,
-                inputSigns=1, inputDataType="UINT5", outputDataType="INT2"),
-        helper.make_node("Reshape", ["q", "shape"], ["y"], name="Reshape_0"),
+        hw_node("Thresholding", ["g", "tg"] if option_a else ["g", "tg", "signs"], ["y" if option_a else "q"],
+                NumChannels=8, PE=4, numInputVectors=[1, 1], outputBias=-2, **thresholding, inputDataType="UINT5",
+                outputDataType="INT2"),
     ]
-    tensors = {"x": ([4, 4, 4], "UINT2"), "a": ([4, 4, 4], "UINT2"), "b": ([4, 4, 4], "UINT2"),
+    tensors = {"x": ([side, side, 4], "UINT2"), "a": ([side, side, 4], "UINT2"), "b": ([side, side, 4], "UINT2"),
                "d": ([2, 2, 4], "UINT2"), "c": ([2, 2, 8], "UINT2"), "p": ([2, 2, 36], "UINT2"),
-               "m": ([2, 2, 8], "UINT2"), "s": ([2, 2, 8], "UINT3"), "g": ([1, 1, 8], "UINT5"),
-               "q": ([1, 1, 8], "INT2"), "y": ([8], "INT2")}
-    initializers = {"w": rng.integers(-2, 2, (36, 8)), "t": np.sort(rng.integers(-12, 12, (8, 3)), axis=1),
-                    "tg": np.sort(rng.integers(-14, 14, (8, 3)), axis=1), "signs": signs,
-                    "shape": np.asarray([-1, 8])}
+               "m": ([2, 2, 8], "UINT2"), "s": ([2, 2, 8], "UINT3"), "g": ([1, 1, 8], "UINT5")}
+    initializers = {"w": rng.integers(-2, 2, (36, 8)), "t": np.sort(rng.integers(-12, 12, (8, 3)), axis=1)}
+    if option_a:  # thresholds on the sums' range
+        tensors["y"] = ([1, 1, 8], "INT2")
+        initializers["tg"] = np.sort(rng.integers(0, 28, (8, 3)), axis=1)
+        return graph_of(nodes, tensors, ["x"], ["y"], initializers)
+    nodes.append(helper.make_node("Reshape", ["q", "shape"], ["y"], name="Reshape_0"))
+    tensors |= {"q": ([1, 1, 8], "INT2"), "y": ([8], "INT2")}
+    # thresholds on the range of the sums and of their negations
+    initializers |= {"tg": np.sort(rng.integers(-14, 14, (8, 3)), axis=1), "signs": signs,
+                     "shape": np.asarray([-1, 8])}
     model = graph_of(nodes, tensors, ["x"], ["y"], initializers)
     model.set_initializer("shape", np.asarray([-1, 8], dtype=np.int64))
     return model

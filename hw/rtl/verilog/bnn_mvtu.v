@@ -19,8 +19,8 @@
 // mode the corrected value is on the bipolar accumulator, 2 * popcount + (correction - MW), and so are the
 // thresholds; CORR_FILE holds correction - MW.
 //
-// Thresholds: up to 15 are compared at once (above); more (SEARCH = the levels of the search tree) are searched
-// by bnn_thr_search, from its memories SEARCH_FILE_ss_ppp.hex.
+// Thresholds (counted by bnn_thr_count): up to 15 are compared at once (above); more (SEARCH = the levels of the
+// search tree) are searched by bnn_thr_search, from its memories SEARCH_FILE_ss_ppp.hex.
 //
 // The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
@@ -41,7 +41,9 @@ module bnn_mvtu #(
     parameter integer ACC_W = 8,
     parameter integer N_THR = 1,
     parameter integer OUT_BITS = 1,
+    /* verilator lint_off UNUSEDPARAM */  // only thresholds have a bias
     parameter integer OUT_BIAS = 0,
+    /* verilator lint_on UNUSEDPARAM */
     parameter integer WBANK_DEPTH = 2048,
     parameter integer PAD = 0,
     parameter integer OH = 1,
@@ -70,10 +72,7 @@ module bnn_mvtu #(
     localparam integer NF = MH / PE;
     localparam integer IW = SIMD * IN_BITS;
     localparam integer WW = PE * SIMD * W_BITS;
-    localparam integer NT = N_THR > 0 ? N_THR : 1;
-    localparam [OUT_BITS:0] BIAS = OUT_BIAS[OUT_BITS:0];
     localparam [ACC_W-1:0] MW_ACC = MW[ACC_W-1:0];
-    localparam integer TW = PE * NT * ACC_W;
     localparam integer SFW = SF > 1 ? $clog2(SF) : 1;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
     localparam integer WAW = SF * NF > 1 ? $clog2(SF * NF) : 1;
@@ -444,44 +443,24 @@ module bnn_mvtu #(
         end
     endgenerate
 
-    // ---- stage 5: thresholds (or the accumulator itself) into the output register, or the search ----
+    // ---- stage 5: thresholds (bnn_thr_count: compared at once, or searched), or the accumulator itself ----
     wire [PE*OUT_BITS-1:0] o5;
     wire v5;
     generate
-        if (SEARCH > 0) begin : g_search
-            bnn_thr_search #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .LEVELS(SEARCH), .OUT_BITS(OUT_BITS),
-                             .OUT_BIAS(OUT_BIAS), .SEARCH_FILE(SEARCH_FILE)) u_search (
-                .clk(clk), .rst(rst), .in_value(val), .in_nf(nfv), .in_valid(vv),
+        if (N_THR > 0) begin : g_thr
+            bnn_thr_count #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .N_THR(N_THR), .OUT_BITS(OUT_BITS), .OUT_BIAS(OUT_BIAS),
+                            .SEARCH(SEARCH), .THRESH_FILE(THRESH_FILE), .SEARCH_FILE(SEARCH_FILE)) u_thr (
+                .clk(clk), .rst(rst), .in_nf_early(nf_pre), .in_nf(nfv), .in_value(val), .in_valid(vv),
                 .out_code(o5), .out_valid(v5));
-        end else begin : g_out_reg
+        end else begin : g_acc_out
             wire [PE*OUT_BITS-1:0] result;
-            if (N_THR > 0) begin : g_thr
-                reg [TW-1:0] trom [0:NF-1];
-                initial $readmemh(THRESH_FILE, trom);
-                reg [TW-1:0] t4;
-                always @(posedge clk) t4 <= trom[nf_pre];
-                for (p = 0; p < PE; p = p + 1) begin : g_cmp
-                    wire [NT-1:0] hit;
-                    for (s = 0; s < NT; s = s + 1) begin : g_t
-                        assign hit[s] = $signed(val[p*ACC_W +: ACC_W]) >= $signed(t4[(p*NT + s)*ACC_W +: ACC_W]);
-                    end
-                    wire [OUT_BITS:0] n;
-                    bnn_sum_tree #(.N(NT), .TW(1), .SIGNED(0), .OW(OUT_BITS + 1)) u_count (.terms(hit), .sum(n));
-                    wire [OUT_BITS:0] code = n + BIAS;  // a signed code counts up from its lowest value
-                    assign result[p*OUT_BITS +: OUT_BITS] = code[OUT_BITS-1:0];
-                    /* verilator lint_off UNUSEDSIGNAL */
-                    wire unused_top = code[OUT_BITS];  // only OUT_BITS bits of a code are ever set
-                    /* verilator lint_on UNUSEDSIGNAL */
-                end
-            end else begin : g_acc_out
-                for (p = 0; p < PE; p = p + 1) begin : g_out
-                    wire [ACC_W-1:0] a = val[p*ACC_W +: ACC_W];
-                    /* verilator lint_off UNUSEDSIGNAL */
-                    // a corrected XNOR value is already bipolar
-                    wire [ACC_W-1:0] value = XNOR != 0 && PAD == 0 ? (a << 1) - MW_ACC : a;
-                    /* verilator lint_on UNUSEDSIGNAL */
-                    assign result[p*OUT_BITS +: OUT_BITS] = value[OUT_BITS-1:0];
-                end
+            for (p = 0; p < PE; p = p + 1) begin : g_out
+                wire [ACC_W-1:0] a = val[p*ACC_W +: ACC_W];
+                /* verilator lint_off UNUSEDSIGNAL */
+                // a corrected XNOR value is already bipolar
+                wire [ACC_W-1:0] value = XNOR != 0 && PAD == 0 ? (a << 1) - MW_ACC : a;
+                /* verilator lint_on UNUSEDSIGNAL */
+                assign result[p*OUT_BITS +: OUT_BITS] = value[OUT_BITS-1:0];
             end
             reg [PE*OUT_BITS-1:0] o;
             reg v;

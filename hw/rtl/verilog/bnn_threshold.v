@@ -2,9 +2,10 @@
 //
 // PE channels a beat (NF = C/PE beats a pixel); a channel's output is OUT_BIAS plus the number of its thresholds
 // at or below the input. With SIGNS = 1 a channel's sign bit (1: -1) negates its input first: SIGN_FILE holds NF
-// words of PE bits, lane p for channel nf*PE + p. Up to 15 thresholds (SEARCH = 0) are all compared at once:
-// THRESH_FILE holds NF words of PE*N_THR*ACC_W bits, as in bnn_mvtu. More are searched (SEARCH = the number of
-// levels of the search tree, bnn_thr_search) from the memories SEARCH_FILE_ss_ppp.hex.
+// words of PE bits, lane p for channel nf*PE + p. The thresholds are counted by bnn_thr_count: up to 15
+// (SEARCH = 0) all compared at once, THRESH_FILE holding NF words of PE*N_THR*ACC_W bits, as in bnn_mvtu; more
+// searched (SEARCH = the number of levels of the search tree, bnn_thr_search) from the memories
+// SEARCH_FILE_ss_ppp.hex.
 `default_nettype none
 
 module bnn_threshold #(
@@ -35,9 +36,6 @@ module bnn_threshold #(
 );
     localparam integer NF = C / PE;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
-    localparam integer NT = N_THR > 0 ? N_THR : 1;
-    localparam integer TW = PE * NT * ACC_W;
-    localparam [OUT_BITS:0] BIAS = OUT_BIAS[OUT_BITS:0];
     // input and threshold read, then the output register, or the search's two registers a level
     localparam integer STAGES = SEARCH > 0 ? 1 + 2 * SEARCH : 2;
     // the output FIFO (a power of two) has room for the pipeline and a few results more
@@ -85,7 +83,7 @@ module bnn_threshold #(
 
     // the (signed) values to threshold
     wire [PE*ACC_W-1:0] xv;
-    genvar p, s;
+    genvar p;
     generate
         for (p = 0; p < PE; p = p + 1) begin : g_value
             wire [IN_BITS-1:0] xr = x1[p*IN_BITS +: IN_BITS];
@@ -97,41 +95,10 @@ module bnn_threshold #(
 
     wire [PE*OUT_BITS-1:0] result;
     wire result_valid;
-    generate
-        if (SEARCH > 0) begin : g_search
-            bnn_thr_search #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .LEVELS(SEARCH), .OUT_BITS(OUT_BITS),
-                             .OUT_BIAS(OUT_BIAS), .SEARCH_FILE(SEARCH_FILE)) u_search (
-                .clk(clk), .rst(rst), .in_value(xv), .in_nf(nf1), .in_valid(v1),
-                .out_code(result), .out_valid(result_valid));
-        end else begin : g_parallel
-            reg [TW-1:0] trom [0:NF-1];
-            initial $readmemh(THRESH_FILE, trom);
-            reg [TW-1:0] t1;
-            always @(posedge clk) t1 <= trom[nf];
-            wire [PE*OUT_BITS-1:0] codes;
-            for (p = 0; p < PE; p = p + 1) begin : g_pe
-                wire [NT-1:0] hit;
-                for (s = 0; s < NT; s = s + 1) begin : g_t
-                    assign hit[s] = $signed(xv[p*ACC_W +: ACC_W]) >= $signed(t1[(p*NT + s)*ACC_W +: ACC_W]);
-                end
-                wire [OUT_BITS:0] n;
-                bnn_sum_tree #(.N(NT), .TW(1), .SIGNED(0), .OW(OUT_BITS + 1)) u_count (.terms(hit), .sum(n));
-                wire [OUT_BITS:0] code = n + BIAS;  // a signed code counts up from its lowest value
-                assign codes[p*OUT_BITS +: OUT_BITS] = code[OUT_BITS-1:0];
-                /* verilator lint_off UNUSEDSIGNAL */
-                wire unused_top = code[OUT_BITS];  // only OUT_BITS bits of a code are ever set
-                /* verilator lint_on UNUSEDSIGNAL */
-            end
-            reg [PE*OUT_BITS-1:0] o2;
-            reg v2;
-            always @(posedge clk) begin
-                o2 <= codes;
-                v2 <= v1 && !rst;
-            end
-            assign result = o2;
-            assign result_valid = v2;
-        end
-    endgenerate
+    bnn_thr_count #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .N_THR(N_THR), .OUT_BITS(OUT_BITS), .OUT_BIAS(OUT_BIAS),
+                    .SEARCH(SEARCH), .THRESH_FILE(THRESH_FILE), .SEARCH_FILE(SEARCH_FILE)) u_thr (
+        .clk(clk), .rst(rst), .in_nf_early(nf), .in_nf(nf1), .in_value(xv), .in_valid(v1),
+        .out_code(result), .out_valid(result_valid));
 
     bnn_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(DEPTH)) u_out (
         .clk(clk), .rst(rst), .in_data(result), .in_valid(result_valid),

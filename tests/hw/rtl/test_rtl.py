@@ -187,7 +187,7 @@ def test_threshold_pool_and_label_chain_cosimulates(tmp_path: Path) -> None:
     report = check_design(model, tmp_path / "chain", frames=30, seed=3)
     interface = json.loads((tmp_path / "chain" / "interface.json").read_text())
     modules = {name.removesuffix(".v") for name in interface["sources"]}
-    assert {"bnn_threshold", "bnn_maxpool", "bnn_dwc", "bnn_label_select"} <= modules
+    assert {"bnn_threshold", "bnn_thr_count", "bnn_pool", "bnn_dwc", "bnn_label_select"} <= modules
     assert report["samples"] == 30
 
 

@@ -1,5 +1,5 @@
 """The stream ops of residual networks in RTL: fork (bnn_dup), join (bnn_add, with bnn_stream_fifo before it),
-subsampling, channel padding and sum pooling, each cosimulated bit for bit against the simulator under random
+subsampling, channel padding and sum pooling (bnn_pool), each cosimulated bit for bit against the simulator under random
 back-pressure and timed against its cycle model (``check_design``); and forks whose branches differ widely in
 latency, run under several back-pressure patterns to show the join FIFOs keep them from deadlocking.
 
@@ -9,6 +9,7 @@ Every case compiles a real Verilator model of the generated design.
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -107,39 +108,6 @@ def test_fork_and_join_of_mixed_datatypes_cosimulate_exactly(tmp_path: Path, cas
     assert report["samples"] == 16
 
 
-def _option_a_residual() -> ModelWrapper:
-    """A residual block with an option-A shortcut, the RTL's way (no zero padding): x (5x5x4) forked; the
-    shortcut subsamples it to 2x2 from (1, 1) and pads 2 + 2 zero channels; the other branch is a strided 3x3
-    window into a multi-bit MVTU with thresholds, which must take in three rows before its first output; the join,
-    a global sum pool and thresholds."""
-    rng = np.random.default_rng(11)
-    nodes = [
-        hw_node("DuplicateStreams", ["x"], ["a", "b"], NumChannels=4, NumOutputStreams=2, PE=2, numInputVectors=[5, 5],
-                inputDataType="UINT2", outputDataType="UINT2"),
-        hw_node("Downsample", ["a"], ["d"], NumChannels=4, ImgDim=[5, 5], OutDim=[2, 2], Offset=[1, 1], Stride=[2, 2],
-                PE=4, inputDataType="UINT2", outputDataType="UINT2"),
-        hw_node("ChannelPad", ["d"], ["c"], NumChannels=4, PadBefore=2, PadAfter=2, PadValue=0, PE=2,
-                numInputVectors=[2, 2], inputDataType="UINT2", outputDataType="UINT2"),
-        hw_node("SlidingWindow", ["b"], ["p"], IFMChannels=4, IFMDim=[5, 5], OFMDim=[2, 2], ConvKernelDim=[3, 3],
-                Stride=[2, 2], SIMD=2, inputDataType="UINT2", outputDataType="UINT2"),
-        hw_node("MVTU", ["p", "w", "t"], ["m"], MW=36, MH=8, PE=4, SIMD=2, numInputVectors=[2, 2],
-                inputDataType="UINT2", outputDataType="UINT2", weightDataType="INT2", accDataType="INT10"),
-        hw_node("AddStreams", ["c", "m"], ["s"], NumChannels=8, PE=8, numInputVectors=[2, 2], inputDataType="UINT2",
-                input2DataType="UINT2", outputDataType="UINT3"),
-        hw_node("SumPool", ["s"], ["g"], NumChannels=8, ImgDim=[2, 2], PoolDim=[2, 2], Stride=[2, 2], PE=2,
-                inputDataType="UINT3", outputDataType="UINT5"),
-        hw_node("Thresholding", ["g", "tg"], ["y"], NumChannels=8, PE=4, numInputVectors=[1, 1], outputBias=-2,
-                inputDataType="UINT5", outputDataType="INT2"),
-    ]
-    tensors = {"x": ([5, 5, 4], "UINT2"), "a": ([5, 5, 4], "UINT2"), "b": ([5, 5, 4], "UINT2"),
-               "d": ([2, 2, 4], "UINT2"), "c": ([2, 2, 8], "UINT2"), "p": ([2, 2, 36], "UINT2"),
-               "m": ([2, 2, 8], "UINT2"), "s": ([2, 2, 8], "UINT3"), "g": ([1, 1, 8], "UINT5"),
-               "y": ([1, 1, 8], "INT2")}
-    initializers = {"w": rng.integers(-2, 2, (36, 8)), "t": np.sort(rng.integers(-12, 12, (8, 3)), axis=1),
-                    "tg": np.sort(rng.integers(0, 28, (8, 3)), axis=1)}
-    return graph_of(nodes, tensors, ["x"], ["y"], initializers)
-
-
 def _centre_crop_residual() -> ModelWrapper:
     """A 'valid' 3x3 convolution with its residual: x (6x6x2 bits) forked; the shortcut crops the centre 4x4 with
     a cycle of latency, the convolution branch (an XNOR MVTU, PE 1) waits for two rows and three pixels before its
@@ -210,7 +178,7 @@ def _basic_block() -> ModelWrapper:
     return graph_of(nodes, tensors, ["x"], ["y"], initializers)
 
 
-DAGS = {"option-a": _option_a_residual, "residual-dag": residual_dag, "basic-block": _basic_block,
+DAGS = {"option-a": partial(residual_dag, option_a=True), "residual-dag": residual_dag, "basic-block": _basic_block,
         "centre-crop": _centre_crop_residual, "vector": _vector_residual}
 
 #: (p_valid, p_ready) of the extra runs: a fast source into a slow sink, a trickling source, both random

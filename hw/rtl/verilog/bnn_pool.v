@@ -1,13 +1,16 @@
-// bnn_sum_pool: the sums over non-overlapping KHxKW windows (stride = kernel; KH = IH and KW = IWD for a global
-// pool) of a channels-last stream, PE channels a beat: an average pool whose 1 / (KH*KW) the next layer takes.
+// bnn_pool: pooling over non-overlapping KHxKW windows (stride = kernel; KH = IH and KW = IWD for a global pool) of
+// a channels-last stream, PE channels a beat. MODE "max" keeps each window's maximum (on bits an OR); MODE "sum"
+// its sum, an average pool whose 1 / (KH*KW) the next layer takes.
 //
-// As bnn_maxpool: it keeps one output row of running sums (OWD*CF words of PE*OUT_BITS bits) and emits a beat of
-// sums as the last input of its window arrives, so one frame takes IH*IWD*CF cycles. Inputs are unsigned, signed or
-// bipolar (a bit, 1 = +1 and 0 = -1); the output datatype holds every sum, so sums are kept in OUT_BITS bits. Rows
-// and columns past the last whole window are read and dropped, as floor-mode pooling does.
+// It keeps one output row of running maxima or sums (OWD*CF words of PE*OUT_BITS bits) and emits a pooled beat as
+// the last input of its window arrives, so one frame takes IH*IWD*CF cycles. Inputs are IN_BITS bits, unsigned,
+// signed (IN_SIGNED) or, for a sum, bipolar (IN_BIPOLAR: a bit, 1 = +1 and 0 = -1). A max is as wide as its input
+// (OUT_BITS = IN_BITS); a sum's output datatype holds every sum, so sums are kept in OUT_BITS bits. Rows and
+// columns past the last whole window are read and dropped, as floor-mode pooling does.
 `default_nettype none
 
-module bnn_sum_pool #(
+module bnn_pool #(
+    parameter MODE = "max",
     parameter integer C = 1,
     parameter integer PE = 1,
     parameter integer IH = 4,
@@ -17,16 +20,16 @@ module bnn_sum_pool #(
     parameter integer IN_BITS = 1,
     parameter integer IN_SIGNED = 0,
     parameter integer IN_BIPOLAR = 0,
-    parameter integer OUT_BITS = 2
+    parameter integer OUT_BITS = 1
 ) (
-    input  wire                 clk,
-    input  wire                 rst,
-    input  wire [PE*IN_BITS-1:0] in_data,
-    input  wire                 in_valid,
-    output wire                 in_ready,
-    output wire [PE*OUT_BITS-1:0] out_data,
-    output wire                 out_valid,
-    input  wire                 out_ready
+    input  wire                     clk,
+    input  wire                     rst,
+    input  wire [PE*IN_BITS-1:0]    in_data,
+    input  wire                     in_valid,
+    output wire                     in_ready,
+    output wire [PE*OUT_BITS-1:0]   out_data,
+    output wire                     out_valid,
+    input  wire                     out_ready
 );
     localparam integer CF = C / PE;
     localparam integer OH = IH / KH;
@@ -119,8 +122,8 @@ module bnn_sum_pool #(
         emit1 <= kx == KX_LAST && ky == KY_LAST;
     end
 
-    // read-modify-write of the running sums in one cycle (an asynchronous read), so back-to-back beats of the
-    // same window see each other's result without forwarding logic
+    // read-modify-write of the running maxima or sums in one cycle (an asynchronous read), so back-to-back beats of
+    // the same window see each other's result without forwarding logic
     reg [W-1:0] row [0:ROW-1];
     wire [W-1:0] prev = row[idx1];
     wire [W-1:0] m;
@@ -129,15 +132,20 @@ module bnn_sum_pool #(
         for (p = 0; p < PE; p = p + 1) begin : g_lane
             wire [IN_BITS-1:0] b = d1[p*IN_BITS +: IN_BITS];
             wire [OUT_BITS-1:0] a = prev[p*OUT_BITS +: OUT_BITS];
-            wire [OUT_BITS-1:0] bv;
+            wire [OUT_BITS-1:0] bv;  // the input in the output's format
             if (IN_BIPOLAR != 0) begin : g_bip
                 assign bv = b[0] ? {{(OUT_BITS - 1){1'b0}}, 1'b1} : {OUT_BITS{1'b1}};
             end else if (OUT_BITS > IN_BITS) begin : g_ext
                 assign bv = {{(OUT_BITS - IN_BITS){IN_SIGNED != 0 && b[IN_BITS-1]}}, b};
-            end else begin : g_same  // a 1x1 window: the output is as wide as the input
+            end else begin : g_same  // a max, or a sum over a 1x1 window: the output is as wide as the input
                 assign bv = b[OUT_BITS-1:0];
             end
-            assign m[p*OUT_BITS +: OUT_BITS] = first1 ? bv : a + bv;
+            if (MODE == "sum") begin : g_sum
+                assign m[p*OUT_BITS +: OUT_BITS] = first1 ? bv : a + bv;
+            end else begin : g_max
+                wire b_wins = IN_SIGNED != 0 ? $signed(bv) > $signed(a) : bv > a;
+                assign m[p*OUT_BITS +: OUT_BITS] = (first1 || b_wins) ? bv : a;
+            end
         end
     endgenerate
 
