@@ -10,13 +10,15 @@ Pure analysis functions of ``dataflow.onnx`` (they never change the graph), call
   a residual block run side by side);
 - LUTs: the ops' logic models, plus memories small enough to sit in LUTs as ROMs;
 - block RAM: each memory goes to the fewest blocks over the fabric's port shapes (``width x depth``); memories
-  below ``LUTROM_MAX_BITS`` go to LUT ROM instead, as synthesis tools do;
+  of up to ``LUTROM_MAX_BITS`` bits (and those read asynchronously) go to LUTs instead. The RTL declares every
+  memory with the yosys attribute (``rom_style`` / ``ram_style``) of the same rule, so synthesis maps them so;
 - the FIFOs before residual joins, sized by the RTL's rule (``bnnflow.hw.rtl.fifos``), count as memories too
   (``join_fifos``; they belong to the graph, not to an op).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -48,16 +50,27 @@ def hw_ops(model: ModelWrapper) -> list[tuple[Any, HWOp]]:
 
 def memory_cost(memory: Memory, fabric: Fabric) -> tuple[int, int]:
     """(block RAMs, LUTs) that a group of identical memories takes on a fabric."""
-    one = memory.width * memory.depth
-    if one <= LUTROM_MAX_BITS:
-        return 0, memory.count * math.ceil(one / fabric.rom_bits_per_lut)
-    blocks = min(math.ceil(memory.width / w) * math.ceil(memory.depth / d) for w, d in fabric.ram_shapes)
-    return memory.count * blocks, 0
+    width = memory.width if memory.used_width is None else memory.used_width  # what synthesis keeps of a word
+    if memory.width * memory.depth <= LUTROM_MAX_BITS or memory.asynchronous:  # the RTL's rule, on its declared size
+        return 0, memory.count * math.ceil(width * memory.depth / fabric.rom_bits_per_lut)
+    return memory.count * _blocks(width, memory.depth, fabric.ram_shapes), 0
 
 
-def layer_estimate(node, op: HWOp, fabric: Fabric) -> dict[str, Any]:
+@functools.lru_cache(maxsize=4096)
+def _blocks(width: int, depth: int, shapes: tuple[tuple[int, int], ...]) -> int:
+    """The fewest blocks that hold ``width`` x ``depth`` bits: slices of the width side by side, each slice in the
+    blocks of one port shape (yosys's ``memory_libmap`` mixes shapes so: 11 x 8192 is 4 blocks of 9 x 2048 and
+    one of 2 x 8192)."""
+    best = [0] * (width + 1)
+    for w in range(1, width + 1):
+        best[w] = min(math.ceil(depth / d) + best[max(0, w - sw)] for sw, d in shapes)
+    return best[width]
+
+
+def layer_estimate(node, op: HWOp, fabric: Fabric, model: ModelWrapper | None = None) -> dict[str, Any]:
+    """One op's estimates; with its ``model``, its memories are sized exactly as the RTL's (``HWOp.memories``)."""
     blocks, rom_luts = 0, 0
-    memories = op.memories()
+    memories = op.memories(model)
     for memory in memories:
         b, luts = memory_cost(memory, fabric)
         blocks, rom_luts = blocks + b, rom_luts + luts
@@ -116,7 +129,7 @@ def join_fifo_estimate(model: ModelWrapper, fabric: Fabric) -> dict[str, int]:
 
 def estimate(model: ModelWrapper, clock_mhz: float, fabric: Fabric) -> dict[str, Any]:
     """Per-layer and whole-pipeline estimates at a clock, on a fabric; the totals include the join FIFOs."""
-    layers = [layer_estimate(node, op, fabric) for node, op in hw_ops(model)]
+    layers = [layer_estimate(node, op, fabric, model) for node, op in hw_ops(model)]
     fifos = join_fifo_estimate(model, fabric)
     return {
         **_pipeline(model, layers, clock_mhz),

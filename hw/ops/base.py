@@ -14,7 +14,7 @@ short phrases ([] when nothing is); ``bnnflow.hw.check.check_dataflow`` turns th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from qonnx.core.datatype import DataType
@@ -31,6 +31,11 @@ class Memory:
     width: int
     depth: int
     count: int = 1
+    #: read asynchronously (in the cycle of its address), which only LUTs can do: never block RAM, whatever its size
+    asynchronous: bool = False
+    #: bits of a ROM's word that differ between its words (synthesis drops the others; None: all ``width``); the
+    #: RTL's choice of LUTs or block RAM is on ``width``, the block RAMs it takes are for these bits
+    used_width: int | None = None
 
     @property
     def bits(self) -> int:
@@ -129,8 +134,9 @@ class HWOp(CustomOp):
         """Logic LUTs of ``lut_inputs`` inputs (6 on Xilinx 7-series/UltraScale, 4 on ECP5/iCE40)."""
         raise NotImplementedError(f"{type(self).__name__} has no LUT model")
 
-    def memories(self) -> list[Memory]:
-        """The op's parameter memories (weights, thresholds) at the current folding; [] when it has none."""
+    def memories(self, model=None) -> list[Memory]:
+        """The op's memories at the current folding (parameters, buffers), as its RTL declares them; [] when it has
+        none. With the op's ``model``, widths that depend on its parameters (an MVTU's accumulator) are exact."""
         return []
 
 
@@ -240,15 +246,43 @@ class VectorStreamOp(ChannelStreamOp):
 PARALLEL_THRESHOLDS = 15
 
 
-def threshold_memories(thresholds: int, acc_bits: int, channels: int, pe: int) -> list[Memory]:
-    """Where a unit keeps its thresholds: a word of all of a channel's thresholds per channel group when it compares
-    them in parallel; when it searches them, a memory per level s of the search tree and PE lane, of one threshold
-    a word, the level's 2^s thresholds of each of the lane's channels (a search stage reads one threshold a cycle,
-    so the deep levels' memories are deep and narrow, which block RAM holds well; the first are a few LUTs)."""
-    if thresholds <= PARALLEL_THRESHOLDS:
-        return [Memory(thresholds * acc_bits, channels // pe, pe)]
+def varying_bits(low: int, high: int, width: int) -> int:
+    """Bits of a ``width``-bit two's complement word that differ between values in ``low`` .. ``high``: the others are
+    the same in every word of a ROM of such values, and synthesis drops them (yosys's ``memory_libmap`` removes
+    constant lanes), so they cost no block RAM."""
+    return sum((low >> k) != (high >> k) for k in range(width)) if low <= high else width
+
+
+def threshold_memories(thresholds: int, acc_bits: int, channels: int, pe: int, range_bits: int | None = None,
+                       used: dict[str, int] | None = None, name: str = "") -> list[Memory]:
+    """Where a unit keeps its thresholds: a word of all of its PE channels' thresholds per channel group when it
+    compares them in parallel; when it searches them, a memory per level s of the search tree and PE lane, of one
+    threshold a word, the level's 2^s thresholds of each of the lane's channels (a search stage reads one threshold
+    a cycle, so the deep levels' memories are deep and narrow, which block RAM holds well; the first are a few LUTs).
+    Thresholds are ``acc_bits`` wide; of them vary ``range_bits`` over the range they are clipped to, or, with the
+    RTL's ROMs of node ``name`` (``bnnflow.hw.rtl.layers.rom_used_bits``), what ``used`` says of each."""
+    if thresholds <= PARALLEL_THRESHOLDS:  # one ROM, a word of all PE lanes' thresholds per channel group
+        width = pe * thresholds * acc_bits
+        if used is not None:
+            return [Memory(width, channels // pe, used_width=used[f"{name}_thresholds.hex"])]
+        return [Memory(width, channels // pe, used_width=None if range_bits is None else pe * thresholds * range_bits)]
     levels = math.ceil(math.log2(thresholds + 1))
-    return [Memory(acc_bits, (channels // pe) << level, pe) for level in range(levels)]
+    depths = [max(2, (channels // pe) << level) for level in range(levels)]  # a 1-word memory is 2 words deep
+    if used is not None:
+        return grouped([Memory(acc_bits, depth, used_width=used[f"{name}_search_{level:02d}_{lane:03d}.hex"])
+                        for level, depth in enumerate(depths) for lane in range(pe)])
+    return [Memory(acc_bits, depth, pe, used_width=range_bits) for depth in depths]
+
+
+def grouped(memories: list[Memory]) -> list[Memory]:
+    """Runs of equal memories as one of a ``count``."""
+    out: list[Memory] = []
+    for memory in memories:
+        if out and replace(out[-1], count=memory.count) == memory:
+            out[-1] = replace(out[-1], count=out[-1].count + memory.count)
+        else:
+            out.append(memory)
+    return out
 
 
 def threshold_compare_luts(thresholds: int, acc_bits: int, lut_per_adder_bit: float) -> float:

@@ -39,6 +39,7 @@ from bnnflow.hw.ops.base import (
     first_bad,
     fits_int32,
     frame,
+    grouped,
     positive,
     threshold_compare_luts,
     threshold_memories,
@@ -194,21 +195,42 @@ class MVTU(HWOp):
             return 0
         return (1 << self.output_datatype().bitwidth()) - 1
 
-    def memories(self) -> list[Memory]:
+    def memories(self, model=None) -> list[Memory]:
+        """bnn_mvtu's memories. With the model, thresholds and corrections are as wide as the RTL's accumulator
+        (from the weights' range) and each ROM says which of its bits vary (``rom_used_bits``); without it they are
+        accDataType wide."""
+        from bnnflow.hw.rtl.layers import mvtu_accumulator, rom_used_bits, weight_bank_depth
+
+        name = self.onnx_node.name
         pe, simd = self.get_nodeattr("PE"), self.get_nodeattr("SIMD")
-        depth = (self.get_nodeattr("MW") // simd) * (self.get_nodeattr("MH") // pe)
-        mems = [Memory(simd * self.weight_bits(), depth, pe)]
+        sf = self.get_nodeattr("MW") // simd
+        nf = self.get_nodeattr("MH") // pe
+        used = None
+        acc = self.acc_bits()
+        if model is not None and model.get_initializer(self.onnx_node.input[1]) is not None:
+            used = rom_used_bits(model, self.onnx_node)
+            acc = mvtu_accumulator(model, self.onnx_node, self)[0]
+        # the weight ROM: words of all PE lanes' SIMD weights, in banks (``weight_bank_depth``; the last one
+        # shorter, a 1-word ROM 2 words deep)
+        depth = sf * nf
+        width = pe * simd * self.weight_bits()
+        bank = weight_bank_depth(width, depth)
+        mems = grouped([Memory(width, max(2, min(bank, depth - start)),
+                               used_width=None if used is None else used[f"{name}_weights_{start // bank:02d}.hex"])
+                        for start in range(0, depth, bank)])
+        # the input double buffer: two vectors of SF words, each bank 2^ceil(log2 SF) words (2 at SF = 1)
+        mems.append(Memory(simd * self.input_datatype().bitwidth(), 2 << max(1, (sf - 1).bit_length())))
         n_thr = self.num_thresholds()
         if n_thr:
-            mems += threshold_memories(n_thr, self.acc_bits(), self.get_nodeattr("MH"), pe)
+            mems += threshold_memories(n_thr, acc, self.get_nodeattr("MH"), pe, used=used, name=name)
         if self.get_nodeattr("padCorrection"):
             # the corrections, a word of PE lanes per border class and channel fold, and the first word of each
-            # output row's and column's class
+            # output row's and column's class (read asynchronously: logic)
             rows, cols = self.get_nodeattr("correctionRows"), self.get_nodeattr("correctionCols")
-            nf = self.get_nodeattr("MH") // pe
             words = (max(rows) + 1) * (max(cols) + 1) * nf
             address = max(1, (words - 1).bit_length())
-            mems += [Memory(pe * self.acc_bits(), words), Memory(address, len(rows)), Memory(address, len(cols))]
+            mems += [Memory(pe * acc, words, used_width=None if used is None else used[f"{name}_corrections.hex"]),
+                     Memory(address, len(rows), asynchronous=True), Memory(address, len(cols), asynchronous=True)]
         return mems
 
     def lut_estimate(self, lut_inputs: int) -> int:

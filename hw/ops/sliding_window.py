@@ -97,7 +97,7 @@ class SlidingWindow(HWOp):
         shape = ([h, w], [oh, ow], [kh, kw], [sh, sw], top, self.get_nodeattr("IFMChannels") // self.get_nodeattr("SIMD"))
         return rows + (line_buffer_cycles(*shape, rows + 1) < 0.99 * line_buffer_cycles(*shape, rows))
 
-    def memories(self) -> list[Memory]:
+    def memories(self, model=None) -> list[Memory]:
         # The ring of kh + sh input rows, C values of the input width per pixel, read SIMD values at a time.
         c, simd = self.get_nodeattr("IFMChannels"), self.get_nodeattr("SIMD")
         w = self.get_nodeattr("IFMDim")[1]

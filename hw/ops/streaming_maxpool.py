@@ -42,10 +42,10 @@ class StreamingMaxPool(PixelStreamOp):
         out = kernels.maxpool(x, tuple(self.get_nodeattr("PoolDim")), tuple(self.get_nodeattr("Stride")))
         context[self.onnx_node.output[0]] = as_float(out)
 
-    def memories(self) -> list[Memory]:
+    def memories(self, model=None) -> list[Memory]:
         c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
         out_w = self.get_nodeattr("ImgDim")[1] // self.get_nodeattr("Stride")[1]
-        return [Memory(pe * self.input_datatype().bitwidth(), out_w * (c // pe))]
+        return [Memory(pe * self.input_datatype().bitwidth(), out_w * (c // pe), asynchronous=True)]
 
     def lut_estimate(self, lut_inputs: int) -> int:
         bits = self.input_datatype().bitwidth()

@@ -50,10 +50,10 @@ class SumPool(PixelStreamOp):
         out = kernels.sum_pool(x, tuple(self.get_nodeattr("PoolDim")), tuple(self.get_nodeattr("Stride")))
         context[self.onnx_node.output[0]] = as_float(out)
 
-    def memories(self) -> list[Memory]:
+    def memories(self, model=None) -> list[Memory]:
         c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
         out_w = pool_shapes(self)[1][1]  # a running sum per output column and channel group
-        return [Memory(pe * self.output_datatype().bitwidth(), out_w * (c // pe))]
+        return [Memory(pe * self.output_datatype().bitwidth(), out_w * (c // pe), asynchronous=True)]
 
     def lut_estimate(self, lut_inputs: int) -> int:
         bits = self.output_datatype().bitwidth()

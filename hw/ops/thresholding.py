@@ -23,6 +23,7 @@ from bnnflow.hw.ops.base import (
     threshold_compare_luts,
     threshold_memories,
     threshold_problems,
+    varying_bits,
 )
 from bnnflow.hw.ops.mvtu import LUT_CONTROL, LUT_PER_ADDER_BIT
 
@@ -72,11 +73,30 @@ class Thresholding(VectorStreamOp):
         """Bits of the values compared: the input's, one more for negated channels (``inputSigns``)."""
         return self.input_datatype().bitwidth() + self.get_nodeattr("inputSigns")
 
-    def memories(self) -> list[Memory]:
-        c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
-        mems = threshold_memories(self.num_thresholds(), self.value_bits(), c, pe)
+    def threshold_range(self) -> tuple[int, int, int]:
+        """bnn_threshold's thresholds: their width (ACC_W: the values' range and one above it, at least one bit more
+        than the input) and the range they are clipped to."""
+        from bnnflow.hw.rtl.layers import signed_width
+
+        low, high = int(self.input_datatype().min()), int(self.input_datatype().max())
         if self.get_nodeattr("inputSigns"):
-            mems.append(Memory(pe, c // pe))  # a sign bit per channel
+            low, high = min(low, -high), max(high, -low)
+        return max(signed_width(low, high + 1), self.input_datatype().bitwidth() + 1), low, high + 1
+
+    def memories(self, model=None) -> list[Memory]:
+        """bnn_threshold's ROMs; with the model, each says which of its bits vary (``rom_used_bits``), else the bits
+        that vary over the thresholds' range count."""
+        from bnnflow.hw.rtl.layers import rom_used_bits
+
+        c, pe = self.get_nodeattr("NumChannels"), self.get_nodeattr("PE")
+        width, low, high = self.threshold_range()
+        used = None
+        if model is not None and model.get_initializer(self.onnx_node.input[1]) is not None:
+            used = rom_used_bits(model, self.onnx_node)
+        mems = threshold_memories(self.num_thresholds(), width, c, pe, varying_bits(low, high, width), used,
+                                  self.onnx_node.name)
+        if self.get_nodeattr("inputSigns"):  # a sign bit per channel
+            mems.append(Memory(pe, c // pe, used_width=None if used is None else used[f"{self.onnx_node.name}_signs.hex"]))
         return mems
 
     def lut_estimate(self, lut_inputs: int) -> int:

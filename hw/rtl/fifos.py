@@ -71,4 +71,15 @@ def join_fifo_memories(model: ModelWrapper) -> list[Memory]:
     except UnsupportedGraphError:
         return []
     formats = {layer.name: layer.input_formats for layer in layers}
-    return [Memory(formats[name][port].width, depth) for (name, port), depth in join_fifo_depths(model, layers).items()]
+    return [stream_fifo_memory(formats[name][port].width, depth)
+            for (name, port), depth in join_fifo_depths(model, layers).items()]
+
+
+def stream_fifo_memory(width: int, depth: int) -> Memory:
+    """The memory of a ``bnn_stream_fifo`` of ``depth`` beats: block RAM of ``depth - 2`` beats (two more in its
+    output registers) when that is over ``LUTROM_MAX_BITS``, else LUT RAM of ``depth`` beats read asynchronously."""
+    from bnnflow.hw.estimates import LUTROM_MAX_BITS  # the estimates import this module's callers
+
+    if depth >= 16 and (depth - 2) * width > LUTROM_MAX_BITS:
+        return Memory(width, depth - 2)
+    return Memory(width, depth, asynchronous=True)

@@ -12,6 +12,7 @@ its input buffers, pipeline and output FIFO. The join FIFOs are sized from it (`
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,8 +26,19 @@ from bnnflow.hw.estimates import hw_ops
 from bnnflow.hw.ops.base import PARALLEL_THRESHOLDS
 from bnnflow.hw.rtl.stream import StreamFormat, encode, write_hex
 
-#: words per weight ROM bank of bnn_mvtu (one 2048 x 9 block RAM per 9 bits of width on ECP5)
+#: words per weight ROM bank of bnn_mvtu (one 2048 x 9 block RAM per 9 bits of width on ECP5); narrower ROMs
+#: get deeper banks (``weight_bank_depth``)
 WEIGHT_BANK_DEPTH = 2048
+#: bits of one 18 Kbit block without its parity bits: a bank of a ROM narrower than 9 bits fills one block
+_BLOCK_DATA_BITS = 16384
+
+
+def weight_bank_depth(width: int, words: int) -> int:
+    """Words per bank of bnn_mvtu's weight ROM of ``words`` words of ``width`` bits: WEIGHT_BANK_DEPTH, or as many
+    as one block holds at that width (16384 x 1, 8192 x 2, 4096 x 4), a power of two; fewer when the ROM is
+    smaller (a 1-word ROM: 2)."""
+    depth = max(WEIGHT_BANK_DEPTH, 1 << max(1, _BLOCK_DATA_BITS // width).bit_length() - 1)
+    return min(depth, 1 << max(1, (words - 1).bit_length()))
 
 
 def element(dtype: DataType) -> tuple[int, bool]:
@@ -63,10 +75,39 @@ class Layer:
         return [self.input] if self.input2 is None else [self.input, self.input2]
 
 
+#: while ``rom_used_bits`` runs a builder: ROM name -> bits of its word that differ between words
+_USED_BITS: ContextVar[dict[str, int] | None] = ContextVar("_USED_BITS", default=None)
+
+
+def used_bits(values: np.ndarray, bits: int) -> int:
+    """Bits of a ROM's words of ``values`` (words, lanes; ``bits`` each, two's complement) that are not the same in
+    every word: yosys drops the others (``removing const-0 lane`` / ``const-1 lane``), so they take no block RAM."""
+    codes = np.asarray(values, dtype=np.int64) & ((1 << bits) - 1)  # (words, lanes)
+    planes = (codes[..., None] >> np.arange(bits)) & 1  # (words, lanes, bits)
+    return int((planes.min(axis=0) != planes.max(axis=0)).sum())
+
+
+def rom_used_bits(model: ModelWrapper, node) -> dict[str, int]:
+    """The ROMs the RTL of ``node`` gets, by file name, with the bits of their words that vary (``used_bits``):
+    what its op's ``memories(model)`` counts block RAM by. Nothing is written."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    found: dict[str, int] = {}
+    token = _USED_BITS.set(found)
+    try:
+        BUILDERS[node.op_type](None, model, node, getCustomOp(node))
+    finally:
+        _USED_BITS.reset(token)
+    return found
+
+
 def _rom(folder: Path | None, name: str, values: np.ndarray, lanes: int, bits: int, signed: bool) -> str:
     """Write a ROM image: one word per row of ``values`` (words, lanes), lane 0 in the lowest bits, signed lanes in
     two's complement, each word in exactly as many hex digits as its ``lanes * bits`` width needs. Without a
     folder nothing is written (the layers are wanted for their shapes only)."""
+    found = _USED_BITS.get()
+    if found is not None:
+        found[name] = used_bits(np.asarray(values).reshape(len(values), lanes), bits)
     if folder is not None:
         fmt = StreamFormat(lanes, bits, signed, 1)
         write_hex(folder / name, encode(values.reshape(len(values), lanes), fmt), fmt.width)
@@ -106,6 +147,37 @@ def _out_fifo_depth(stages: int, room: int, smallest: int) -> int:
     return smallest if stages + room <= smallest else 1 << (stages + room - 1).bit_length()
 
 
+def mvtu_accumulator(model: ModelWrapper, node, op) -> tuple[int, int, int, np.ndarray | None]:
+    """bnn_mvtu's ACC_W for an MVTU node, with the range (low, high) its thresholds are clipped to and its padding
+    corrections as the RTL adds them (None without padCorrection); ``MVTU.memories`` sizes its memories by it."""
+    mw = op.get_nodeattr("MW")
+    xnor = bool(op.get_nodeattr("binaryXnorMode"))
+    in_bits = element(op.input_datatype())[0]
+    out_bits = element(op.output_datatype())[0]
+    weights = np.asarray(model.get_initializer(node.input[1]), dtype=np.float64)
+    wtype = DataType[op.get_nodeattr("weightDataType")]
+    w_bits = 1 if xnor or wtype.name == "BIPOLAR" else element(wtype)[0]
+    if xnor:  # the unit counts agreements (0 .. MW); the op's accumulator is the bipolar 2 * count - MW
+        low, high = -mw, mw
+    else:
+        lo_in, hi_in = float(op.input_datatype().min()), float(op.input_datatype().max())
+        low = int(np.minimum(weights * lo_in, weights * hi_in).sum(axis=0).min())
+        high = int(np.maximum(weights * lo_in, weights * hi_in).sum(axis=0).max())
+    corrections = None
+    bounds = [low, high + 1]
+    if op.get_nodeattr("padCorrection"):  # the corrected accumulator; in XNOR mode bnn_mvtu adds correction - MW
+        table = np.asarray(model.get_initializer(node.input[-1])).astype(np.int64)  # (classes, MH)
+        corrections = table - mw if xnor else table
+        low, high = low + int(table.min()), high + int(table.max())
+        bounds = [low, high + 1, int(corrections.min()), int(corrections.max())]
+    # bnn_mvtu sums groups of 8 bits (or 4 products) first; its adder trees need ACC_W above a group's width
+    group_width = 5 if xnor else in_bits + w_bits + 4
+    acc_w = max(signed_width(min(bounds), max(bounds)), group_width + 1)
+    if op.get_nodeattr("noActivation"):  # the accumulator leaves as its low OUT_BITS bits: at least that wide
+        acc_w = max(acc_w, out_bits)
+    return acc_w, low, high, corrections
+
+
 def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
     mw, mh = op.get_nodeattr("MW"), op.get_nodeattr("MH")
     pe, simd = op.get_nodeattr("PE"), op.get_nodeattr("SIMD")
@@ -121,29 +193,12 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
         w_bits, codes = 1, (weights > 0).astype(np.int64)
     else:
         w_bits, codes = element(wtype)[0], weights.astype(np.int64)
-    if xnor:  # the unit counts agreements (0 .. MW); the op's accumulator is the bipolar 2 * count - MW
-        low, high = -mw, mw
-    else:
-        lo_in, hi_in = float(op.input_datatype().min()), float(op.input_datatype().max())
-        low = int(np.minimum(weights * lo_in, weights * hi_in).sum(axis=0).min())
-        high = int(np.maximum(weights * lo_in, weights * hi_in).sum(axis=0).max())
-    pad = bool(op.get_nodeattr("padCorrection"))
-    bounds = [low, high + 1]
-    if pad:  # the corrected accumulator; in XNOR mode bnn_mvtu adds correction - MW to 2 * count
-        table = np.asarray(model.get_initializer(node.input[-1])).astype(np.int64)  # (classes, MH)
-        corrections = table - mw if xnor else table
-        low, high = low + int(table.min()), high + int(table.max())
-        bounds = [low, high + 1, int(corrections.min()), int(corrections.max())]
-    # bnn_mvtu sums groups of 8 bits (or 4 products) first; its adder trees need ACC_W above a group's width
-    group_width = 5 if xnor else in_bits + w_bits + 4
-    acc_w = max(signed_width(min(bounds), max(bounds)), group_width + 1)
-    if op.get_nodeattr("noActivation"):  # the accumulator leaves as its low OUT_BITS bits: at least that wide
-        acc_w = max(acc_w, out_bits)
+    acc_w, low, high, corrections = mvtu_accumulator(model, node, op)
+    pad = corrections is not None
     # word (nf, sf), lane (p, s) holds the weight of input sf*SIMD + s for output channel nf*PE + p
     words = codes.reshape(sf, simd, nf, pe).transpose(2, 0, 3, 1).reshape(nf * sf, pe * simd)
-    # bnn_mvtu reads the weights in banks of WEIGHT_BANK_DEPTH words (fewer when the ROM is smaller)
-    address_bits = max(1, (nf * sf - 1).bit_length())
-    bank = 1 << min(address_bits, WEIGHT_BANK_DEPTH.bit_length() - 1)
+    # bnn_mvtu reads the weights in banks (weight_bank_depth)
+    bank = weight_bank_depth(pe * simd * w_bits, nf * sf)
     roms = []
     for b in range(0, nf * sf, bank):
         rows = words[b: b + bank]
@@ -164,7 +219,7 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
     levels = _search_levels(op)
     params = {"MW": mw, "MH": mh, "PE": pe, "SIMD": simd, "IN_BITS": in_bits, "IN_SIGNED": int(in_signed),
               "W_BITS": w_bits, "W_BIPOLAR": int(bipolar), "XNOR": int(xnor), "ACC_W": acc_w, "N_THR": n_thr,
-              "OUT_BITS": out_bits, "OUT_BIAS": op.get_nodeattr("outputBias"), "WBANK_DEPTH": WEIGHT_BANK_DEPTH,
+              "OUT_BITS": out_bits, "OUT_BIAS": op.get_nodeattr("outputBias"), "WBANK_DEPTH": bank,
               "WEIGHT_FILE": f"{node.name}_weights"}
     if n_thr and levels:
         roms += _search_roms(folder, f"{node.name}_search", clipped, pe, levels, high + 1, acc_w)

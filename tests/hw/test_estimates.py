@@ -52,16 +52,19 @@ def hw_nodes(model: ModelWrapper) -> list:
 
 
 def my_memory_cost(memory: Memory, fabric) -> tuple[int, int]:
-    """Independent: LUT ROM up to LUTROM_MAX_BITS (2**k bits per k-input LUT), else the fewest blocks of one
-    port shape (enumerated by trying block counts)."""
-    if memory.width * memory.depth <= LUTROM_MAX_BITS:
-        return 0, memory.count * -(-memory.width * memory.depth // (2 ** fabric.lut_inputs))
-    best = None
-    for width, depth in fabric.ram_shapes:
-        across = -(-memory.width // width)
-        down = -(-memory.depth // depth)
-        best = across * down if best is None else min(best, across * down)
-    return memory.count * best, 0
+    """Independent: LUTs up to LUTROM_MAX_BITS of the declared size or when read asynchronously (2**k bits per
+    k-input LUT, of the bits that vary), else the fewest blocks holding the bits that vary, slices of the width
+    side by side each in one port shape (found by a search over the slices, widest shapes first)."""
+    width = memory.width if memory.used_width is None else memory.used_width
+    if memory.width * memory.depth <= LUTROM_MAX_BITS or memory.asynchronous:
+        return 0, memory.count * -(-width * memory.depth // (2 ** fabric.lut_inputs))
+
+    fewest = [0] + [None] * width  # fewest[b]: blocks for the first b bits of the width
+    for bits in range(1, width + 1):
+        for w, depth in sorted(fabric.ram_shapes, reverse=True):
+            blocks = -(-memory.depth // depth) + fewest[max(0, bits - w)]
+            fewest[bits] = blocks if fewest[bits] is None else min(fewest[bits], blocks)
+    return memory.count * fewest[width], 0
 
 
 # ------------------------------------------------------------------------------------- pipeline figures
@@ -91,10 +94,10 @@ def test_pipeline_figures_follow_from_layers(graphs, graph, fabric, clock):
     assert est["clock_mhz"] == clock and est["fabric"] == fabric
     for node, layer in zip(nodes, layers):  # each layer's LUTs and blocks: logic plus its memories
         op = getCustomOp(node)
-        costs = [my_memory_cost(m, FABRICS[fabric]) for m in op.memories()]
+        costs = [my_memory_cost(m, FABRICS[fabric]) for m in op.memories(model)]
         assert layer["luts"] == op.lut_estimate(FABRICS[fabric].lut_inputs) + sum(c[1] for c in costs)
         assert layer["ram_blocks"] == sum(c[0] for c in costs)
-        assert layer["memory_bits"] == sum(m.width * m.depth * m.count for m in op.memories())
+        assert layer["memory_bits"] == sum(m.width * m.depth * m.count for m in op.memories(model))
         assert {k: layer[k] for k in ("PE", "SIMD") if k in layer} == op.folding()
 
 
@@ -117,15 +120,18 @@ def test_tfc_folded_figures_by_hand(graphs):
 
 
 def test_tfc_first_layer_memories_by_hand(graphs):
-    """MVTU_0 fully folded: 784 x 64 one-bit weights in one memory of 1 x 50176 (4 blocks of 1 x 16384), and
-    64 thresholds of accDataType bits (at most 4096 bits: LUT ROM, 64 bits per 6-input LUT)."""
+    """MVTU_0 fully folded: 784 x 64 one-bit weights in bnn_mvtu's banks of a block each (16384 x 1), 3 of them, and
+    the rest (1024 words, at most 4096 bits) as LUT ROM (64 bits per 6-input LUT); the input double buffer, two
+    vectors of 1024 words (784 rounded up) of 8 bits, is one block; 64 thresholds of accDataType bits (at most 4096
+    bits: LUT ROM)."""
     model = graphs["tfc"]
     op = getCustomOp(model.get_node_from_name("MVTU_0"))
     acc_bits = op.acc_bits()
-    assert op.memories() == [Memory(1, 784 * 64), Memory(acc_bits, 64)]
+    assert op.memories() == [Memory(1, 16384, 3), Memory(1, 1024), Memory(8, 2048), Memory(acc_bits, 64)]
     layer = next(layer for layer in estimate(model, 100.0, XILINX)["layers"] if layer["name"] == "MVTU_0")
-    assert layer["ram_blocks"] == 4
-    assert layer["luts"] == op.lut_estimate(6) + math.ceil(64 * acc_bits / 64)
+    assert layer["ram_blocks"] == 3 + 1
+    t_bits = op.memories(model)[-1].used_width  # the thresholds' bits that vary
+    assert layer["luts"] == op.lut_estimate(6) + 1024 // 64 + math.ceil(64 * t_bits / 64)
 
 
 def test_folding_a_bottleneck_moves_it(graphs):

@@ -239,8 +239,14 @@ def test_mvtu_weight_memories_per_pe(mw, mh, pe, simd, w_dtype, w_bits):
                      out_dtype="INT16", acc_dtype="INT16", pe=pe, simd=simd)
     mems = custom_op["MVTU"](node).memories()
     depth = (mw // simd) * (mh // pe)
-    assert mems == [Memory(simd * w_bits, depth, pe)]
-    assert sum(m.bits for m in mems) == mw * mh * w_bits  # every weight bit stored exactly once
+    # bnn_mvtu's ROM: words of the PE lanes' SIMD weights side by side, in banks of 2048 words (a narrow ROM: as
+    # many as a block holds, 16384 of one bit); then the input double buffer (two vectors of SF words, rounded up
+    # to a power of two)
+    weights, buffer = mems[:-1], mems[-1]
+    assert all(m.width == pe * simd * w_bits and m.depth <= max(2048, 16384 // m.width) for m in weights)
+    assert sum(m.depth * m.count for m in weights) == depth
+    assert sum(m.bits for m in weights) == mw * mh * w_bits  # every weight bit stored exactly once
+    assert buffer == Memory(simd * (1 if xnor else 4), 2 << max(1, (mw // simd - 1).bit_length()))
 
 
 def test_mvtu_threshold_memories_follow_the_weights():
@@ -248,12 +254,13 @@ def test_mvtu_threshold_memories_follow_the_weights():
     node = mvtu_node(64, 32, xnor=True, thresholds=True, in_dtype="BINARY", w_dtype="BINARY", out_dtype="BINARY",
                      acc_dtype="UINT7", pe=4, simd=8)
     mems = custom_op["MVTU"](node).memories()
-    assert mems == [Memory(8, 8 * 8, 4), Memory(1 * 7, 32 // 4, 4)]
+    # weights, the input buffer (8 words of 8 bits, twice), one ROM of the 4 lanes' thresholds
+    assert mems == [Memory(4 * 8, 8 * 8), Memory(8, 2 * 8), Memory(4 * 1 * 7, 32 // 4)]
     # 2-bit output: 3 thresholds per channel
     node = mvtu_node(16, 6, xnor=False, thresholds=True, in_dtype="UINT8", w_dtype="BIPOLAR", out_dtype="UINT2",
                      acc_dtype="INT14", pe=2, simd=8)
     mems = custom_op["MVTU"](node).memories()
-    assert mems == [Memory(8, 2 * 3, 2), Memory(3 * 14, 3, 2)]
+    assert mems == [Memory(2 * 8, 2 * 3), Memory(8 * 8, 2 * 2), Memory(2 * 3 * 14, 3)]
 
 
 @pytest.mark.parametrize("xnor", [True, False])
@@ -390,7 +397,8 @@ def test_streaming_maxpool_folding_and_luts():
     luts = []
     for pe in sorted(divisor_set(24)):
         op.set_nodeattr("PE", pe)
-        assert op.memories() == [Memory(pe * 2, (8 // 2) * (24 // pe))]  # one output row of running maxima
+        # one output row of running maxima, read and written in the same cycle: LUT RAM
+        assert op.memories() == [Memory(pe * 2, (8 // 2) * (24 // pe), asynchronous=True)]
         luts.append(op.lut_estimate(4))
     assert luts[0] > 0 and all(a < b for a, b in zip(luts, luts[1:]))
 
@@ -435,7 +443,8 @@ def test_thresholding_folding_memory_and_luts():
     luts = []
     for pe in sorted(divisor_set(18)):
         op.set_nodeattr("PE", pe)
-        assert op.memories() == [Memory(3 * 8, 18 // pe, pe)]  # 3 thresholds of 8 bits per channel
+        # a word of PE lanes' 3 thresholds per channel group, of 9 bits (INT8 and the one above it, all varying)
+        assert op.memories() == [Memory(pe * 3 * 9, 18 // pe, used_width=pe * 3 * 9)]
         luts.append(op.lut_estimate(6))
     assert luts[0] > 0 and all(a < b for a, b in zip(luts, luts[1:]))
 

@@ -21,7 +21,8 @@ module bnn_fifo #(
 );
     localparam integer AW = $clog2(DEPTH);
 
-    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    // read asynchronously: LUT RAM whatever its size (DEPTH is 16 or 32 beats of a layer's output)
+    (* ram_style = "distributed" *) reg [WIDTH-1:0] mem [0:DEPTH-1];
     reg [AW-1:0] wptr;
     reg [AW-1:0] rptr;
 

@@ -93,14 +93,31 @@ module bnn_mvtu #(
     localparam [NFW-1:0] NF_LAST = NF_LAST_I[NFW-1:0];
     localparam [WAW-1:0] WA_LAST = WA_LAST_I[WAW-1:0];
     localparam integer MTW = IN_BITS + W_BITS + 1;  // a product's width in multi-bit mode
-    // Weight ROMs this shallow are logic: a block RAM (512 words deep) would be mostly empty. yosys makes the same
-    // choice by itself for 36 words and picks block RAM for 64; deeper ROMs are left to it.
-    localparam integer LUT_ROM_DEPTH = 40;
+    // Memories of up to LUT_MEM_BITS bits are logic (ROMs) or LUT RAM, bigger ones block RAM, each declared with
+    // the yosys attribute that says so: the rule of bnnflow.hw.estimates (LUTROM_MAX_BITS), so the estimate
+    // counts the block RAMs synthesis uses.
+    localparam integer LUT_MEM_BITS = 4096;
     localparam integer RSL = 32;  // bits of a logic ROM's word read per copy of the address
 
     // ---- input double buffer: bank {wb}, entry wi is written while bank rb is read ----
     // the bank being read is never the one being written, so read-write collisions need no logic (no_rw_check)
-    (* no_rw_check *) reg [IW-1:0] ibuf [0:2*(1 << SFW)-1];
+    localparam integer IBD = 2 * (1 << SFW);
+    wire [IW-1:0] ibuf_q;
+    generate
+        if (IW * IBD <= LUT_MEM_BITS) begin : g_ibuf_lut
+            (* no_rw_check, ram_style = "distributed" *) reg [IW-1:0] ibuf [0:IBD-1];
+            always @(posedge clk) begin
+                if (in_fire) ibuf[{wb, wi}] <= in_data;
+            end
+            assign ibuf_q = ibuf[{rb, sf}];
+        end else begin : g_ibuf_block
+            (* no_rw_check, ram_style = "block" *) reg [IW-1:0] ibuf [0:IBD-1];
+            always @(posedge clk) begin
+                if (in_fire) ibuf[{wb, wi}] <= in_data;
+            end
+            assign ibuf_q = ibuf[{rb, sf}];
+        end
+    endgenerate
     reg [1:0] full;
     reg wb;
     reg [SFW-1:0] wi;
@@ -114,10 +131,6 @@ module bnn_mvtu #(
     wire in_fire = in_valid && !full[wb];
     wire issue = full[rb] && count < ROOM;
     wire vector_done = issue && sf == SF_LAST && nf == NF_LAST;
-
-    always @(posedge clk) begin
-        if (in_fire) ibuf[{wb, wi}] <= in_data;
-    end
 
     // the weight address advances with every issue; computed here so that copies of it can be registered too
     wire [WAW-1:0] waddr_next = !issue ? waddr : waddr == WA_LAST ? {WAW{1'b0}} : waddr + 1'b1;
@@ -161,7 +174,7 @@ module bnn_mvtu #(
     wire [NB*WW-1:0] banks;
     genvar b, r;
     generate
-        if (WDEPTH <= LUT_ROM_DEPTH) begin : g_lut_rom
+        if (WDEPTH <= (1 << BW) && WW * (WDEPTH > 1 ? WDEPTH : 2) <= LUT_MEM_BITS) begin : g_lut_rom
             // A shallow ROM is logic, not block RAM: every output bit is a few LUTs decoding the address. A wide
             // one (CNV's second layer: 36 words of 1024 bits) would hang thousands of LUTs on each address bit,
             // so each RSL-bit slice reads with its own registered copy of the address (kept apart in synthesis).
@@ -190,14 +203,18 @@ module bnn_mvtu #(
                 localparam [7:0] D0 = D0_I[7:0];
                 localparam integer BDA = BD > 1 ? BD : 2;  // the last bank may be shorter; a 1-word ROM gets 2
                 localparam integer IBW = $clog2(BDA);
-                reg [WW-1:0] rom [0:BDA-1];
-                initial $readmemh({WEIGHT_FILE, "_", D1, D0, ".hex"}, rom);
                 reg [WW-1:0] q;
                 reg [WW-1:0] h;
-                always @(posedge clk) begin
-                    q <= rom[waddr[IBW-1:0]];  // bits above IBW are 0 whenever this bank is the one selected
-                    h <= q;
+                if (WW * BDA <= LUT_MEM_BITS) begin : g_lut
+                    (* rom_style = "logic" *) reg [WW-1:0] rom [0:BDA-1];
+                    initial $readmemh({WEIGHT_FILE, "_", D1, D0, ".hex"}, rom);
+                    always @(posedge clk) q <= rom[waddr[IBW-1:0]];  // bits above IBW are 0 when this bank is read
+                end else begin : g_block
+                    (* rom_style = "block" *) reg [WW-1:0] rom [0:BDA-1];
+                    initial $readmemh({WEIGHT_FILE, "_", D1, D0, ".hex"}, rom);
+                    always @(posedge clk) q <= rom[waddr[IBW-1:0]];  // bits above IBW are 0 when this bank is read
                 end
+                always @(posedge clk) h <= q;
                 assign banks[b*WW +: WW] = h;
             end
         end
@@ -208,7 +225,7 @@ module bnn_mvtu #(
     reg [NFW-1:0] nf1, nf1h;
     reg [SBW-1:0] sel1, sel1h;
     always @(posedge clk) begin
-        x1 <= ibuf[{rb, sf}];
+        x1 <= ibuf_q;
         v1 <= issue && !rst;
         first1 <= sf == 0;
         last1 <= sf == SF_LAST;
@@ -400,14 +417,6 @@ module bnn_mvtu #(
             localparam integer OW_LAST_I = OWD - 1;
             localparam [RW-1:0] OH_LAST = OH_LAST_I[RW-1:0];
             localparam [KW-1:0] OW_LAST = OW_LAST_I[KW-1:0];
-            reg [CAW-1:0] rrom [0:OH-1];
-            reg [CAW-1:0] krom [0:OWD-1];
-            reg [PE*ACC_W-1:0] crom [0:NCLS*NF-1];
-            initial begin
-                $readmemh(ROW_FILE, rrom);
-                $readmemh(COL_FILE, krom);
-                $readmemh(CORR_FILE, crom);
-            end
             // the output position of the group whose last fold is at stage 3; results leave in order, so a
             // counter of finished vectors is that position
             reg [RW-1:0] row;
@@ -421,11 +430,30 @@ module bnn_mvtu #(
                     if (col == OW_LAST) row <= row == OH_LAST ? 0 : row + 1'b1;
                 end
             end
+            wire [CAW-1:0] row_base, col_base;  // rrom[row], krom[col]
             /* verilator lint_off UNUSEDSIGNAL */
-            wire [CAW+NFW-1:0] caddr = {{NFW{1'b0}}, rrom[row]} + {{NFW{1'b0}}, krom[col]} + {{CAW{1'b0}}, nf3};
+            wire [CAW+NFW-1:0] caddr;
             /* verilator lint_on UNUSEDSIGNAL */
             reg [PE*ACC_W-1:0] corr4;
-            always @(posedge clk) corr4 <= crom[caddr[CAW-1:0]];
+            // read asynchronously, so logic whatever their size (a few bits of OH and OWD words)
+            (* rom_style = "logic" *) reg [CAW-1:0] rrom [0:OH-1];
+            (* rom_style = "logic" *) reg [CAW-1:0] krom [0:OWD-1];
+            initial begin
+                $readmemh(ROW_FILE, rrom);
+                $readmemh(COL_FILE, krom);
+            end
+            assign row_base = rrom[row];
+            assign col_base = krom[col];
+            if (PE * ACC_W * NCLS * NF <= LUT_MEM_BITS) begin : g_crom_lut
+                (* rom_style = "logic" *) reg [PE*ACC_W-1:0] crom [0:NCLS*NF-1];
+                initial $readmemh(CORR_FILE, crom);
+                always @(posedge clk) corr4 <= crom[caddr[CAW-1:0]];
+            end else begin : g_crom_block
+                (* rom_style = "block" *) reg [PE*ACC_W-1:0] crom [0:NCLS*NF-1];
+                initial $readmemh(CORR_FILE, crom);
+                always @(posedge clk) corr4 <= crom[caddr[CAW-1:0]];
+            end
+            assign caddr = {{NFW{1'b0}}, row_base} + {{NFW{1'b0}}, col_base} + {{CAW{1'b0}}, nf3};
             reg [PE*ACC_W-1:0] vc;
             reg [NFW-1:0] nfc;
             reg vvc;

@@ -124,7 +124,7 @@ module bnn_pool #(
 
     // read-modify-write of the running maxima or sums in one cycle (an asynchronous read), so back-to-back beats of
     // the same window see each other's result without forwarding logic
-    reg [W-1:0] row [0:ROW-1];
+    (* ram_style = "distributed" *) reg [W-1:0] row [0:ROW-1];  // read asynchronously: LUT RAM
     wire [W-1:0] prev = row[idx1];
     wire [W-1:0] m;
     genvar p;

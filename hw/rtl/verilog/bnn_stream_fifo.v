@@ -2,7 +2,7 @@
 // cycle in and out. It sits before a join's input, where it must absorb what the other branch holds in flight:
 // deep ones (thousands of beats) go to block RAM, shallow ones to LUT RAM.
 //
-// Shallow (under 16 beats, or at most 4096 bits and 256 beats): an array read asynchronously, which yosys maps to
+// Shallow (under 16 beats, or at most 4096 bits in the deep form's DEPTH - 2 beats): an array read asynchronously, which yosys maps to
 // LUT RAM (registers when tiny). Deep: an array written and read synchronously (block RAM; it holds DEPTH - 2
 // beats) followed by two registers, the RAM's read register and an output register, so a beat read from the RAM
 // is at the output the cycle after and the FIFO still moves a beat every cycle. Either way it holds at most DEPTH
@@ -24,7 +24,8 @@ module bnn_stream_fifo #(
     output wire                 out_valid,
     input  wire                 out_ready
 );
-    localparam integer DEEP = (DEPTH >= 16 && (DEPTH * WIDTH > 4096 || DEPTH > 256)) ? 1 : 0;
+    // block RAM when its RAM (DEPTH - 2 beats) holds more than 4096 bits (bnnflow.hw.estimates' LUTROM_MAX_BITS)
+    localparam integer DEEP = (DEPTH >= 16 && (DEPTH - 2) * WIDTH > 4096) ? 1 : 0;
     localparam integer CW = $clog2(DEPTH + 1);
 
     generate
@@ -47,7 +48,7 @@ module bnn_stream_fifo #(
             localparam integer LAST_I = DEPTH - 1;
             localparam [AW-1:0] LAST = LAST_I[AW-1:0];
             localparam [CW-1:0] FULL = DEPTH[CW-1:0];
-            reg [WIDTH-1:0] mem [0:DEPTH-1];
+            (* ram_style = "distributed" *) reg [WIDTH-1:0] mem [0:DEPTH-1];
             reg [AW-1:0] wptr;
             reg [AW-1:0] rptr;
             reg [CW-1:0] count;
@@ -79,7 +80,7 @@ module bnn_stream_fifo #(
             localparam [AW-1:0] LAST = LAST_I[AW-1:0];
             localparam [CW-1:0] FULL = DEPTH[CW-1:0];
             localparam [CW-1:0] RAM_FULL = RD[CW-1:0];
-            reg [WIDTH-1:0] mem [0:RD-1];
+            (* ram_style = "block" *) reg [WIDTH-1:0] mem [0:RD-1];
             reg [WIDTH-1:0] rdata;
             reg [WIDTH-1:0] odata;
             reg [AW-1:0] wptr;

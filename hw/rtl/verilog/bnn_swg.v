@@ -158,8 +158,28 @@ module bnn_swg #(
 
     // No read meets a write to its address except at padded positions, whose word is dropped: no_rw_check
     // spares the collision logic yosys would otherwise put after the block RAM.
-    (* no_rw_check *) reg [W-1:0] mem [0:WORDS-1];
+    // LUT RAM up to 4096 bits, block RAM above (bnnflow.hw.estimates' LUTROM_MAX_BITS)
     wire [CW-1:0] count;
+    reg [AW-1:0] raddr;
+    reg we_r;
+    reg [AW-1:0] wa_r;
+    reg [W-1:0] wd_r;
+    wire [W-1:0] mem_q;
+    generate
+        if (W * WORDS <= 4096) begin : g_ring_lut
+            (* no_rw_check, ram_style = "distributed" *) reg [W-1:0] mem [0:WORDS-1];
+            always @(posedge clk) begin
+                if (we_r) mem[wa_r] <= wd_r;
+            end
+            assign mem_q = mem[raddr];
+        end else begin : g_ring_block
+            (* no_rw_check, ram_style = "block" *) reg [W-1:0] mem [0:WORDS-1];
+            always @(posedge clk) begin
+                if (we_r) mem[wa_r] <= wd_r;
+            end
+            assign mem_q = mem[raddr];
+        end
+    endgenerate
 
     // ---- writer: the input stream into the ring, a row at a time
     reg open;      // a row is being written (its slot was granted)
@@ -168,9 +188,6 @@ module bnn_swg #(
     reg [YW-1:0] wy;   // rows completed in the writer's frame
     reg [1:0] wf;
     reg [AW-1:0] wa;
-    reg we_r;
-    reg [AW-1:0] wa_r;
-    reg [W-1:0] wd_r;
 
     assign in_ready = open || slot_ok;
     wire in_fire = in_valid && in_ready;
@@ -180,7 +197,6 @@ module bnn_swg #(
         we_r <= in_fire && !rst;
         wa_r <= wa;
         wd_r <= in_data;
-        if (we_r) mem[wa_r] <= wd_r;
     end
 
     // ---- reader: counters of the patch order, padded coordinates and ring addresses
@@ -354,7 +370,6 @@ module bnn_swg #(
     end
 
     // the read pipeline: address, memory, pad select
-    reg [AW-1:0] raddr;
     reg v1, pad1;
     reg [W-1:0] d2;
     reg v2, pad2;
@@ -368,7 +383,7 @@ module bnn_swg #(
         raddr <= row_a + col_c;
         v1 <= issue && !rst;
         pad1 <= !in_map;
-        d2 <= mem[raddr];
+        d2 <= mem_q;
         v2 <= v1 && !rst;
         pad2 <= pad1;
         d3 <= pad2 ? PAD_WORD : d2;

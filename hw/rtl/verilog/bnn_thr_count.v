@@ -44,10 +44,17 @@ module bnn_thr_count #(
         end else begin : g_parallel
             localparam integer TW = PE * N_THR * ACC_W;
             localparam [OUT_BITS:0] BIAS = OUT_BIAS[OUT_BITS:0];
-            reg [TW-1:0] trom [0:NF-1];
-            initial $readmemh(THRESH_FILE, trom);
             reg [TW-1:0] t;
-            always @(posedge clk) t <= trom[in_nf_early];
+            // logic up to 4096 bits, block RAM above (bnnflow.hw.estimates' LUTROM_MAX_BITS)
+            if (TW * NF <= 4096) begin : g_lut
+                (* rom_style = "logic" *) reg [TW-1:0] trom [0:NF-1];
+                initial $readmemh(THRESH_FILE, trom);
+                always @(posedge clk) t <= trom[in_nf_early];
+            end else begin : g_block
+                (* rom_style = "block" *) reg [TW-1:0] trom [0:NF-1];
+                initial $readmemh(THRESH_FILE, trom);
+                always @(posedge clk) t <= trom[in_nf_early];
+            end
             wire [PE*OUT_BITS-1:0] codes;
             for (p = 0; p < PE; p = p + 1) begin : g_pe
                 wire [N_THR-1:0] hit;

@@ -85,15 +85,22 @@ module bnn_thr_search #(
                 localparam [7:0] P2 = P2_I[7:0];
                 localparam [7:0] P1 = P1_I[7:0];
                 localparam [7:0] P0 = P0_I[7:0];
-                reg [ACC_W-1:0] rom [0:DA-1];
-                initial $readmemh({SEARCH_FILE, "_", S1, S0, "_", P2, P1, P0, ".hex"}, rom);
                 // word nf * 2^s + i: the count so far is i (< 2^s), the fold above it
                 /* verilator lint_off UNUSEDSIGNAL */
                 wire [NFW+L-1:0] full = ({{L{1'b0}}, nf} << s) | {{NFW{1'b0}}, cnt[p*L +: L]};
                 /* verilator lint_on UNUSEDSIGNAL */
                 wire [AW-1:0] addr = full[AW-1:0];
                 reg [ACC_W-1:0] q;
-                always @(posedge clk) q <= rom[addr];
+                // logic up to 4096 bits, block RAM above (bnnflow.hw.estimates' LUTROM_MAX_BITS)
+                if (ACC_W * DA <= 4096) begin : g_lut
+                    (* rom_style = "logic" *) reg [ACC_W-1:0] rom [0:DA-1];
+                    initial $readmemh({SEARCH_FILE, "_", S1, S0, "_", P2, P1, P0, ".hex"}, rom);
+                    always @(posedge clk) q <= rom[addr];
+                end else begin : g_block
+                    (* rom_style = "block" *) reg [ACC_W-1:0] rom [0:DA-1];
+                    initial $readmemh({SEARCH_FILE, "_", S1, S0, "_", P2, P1, P0, ".hex"}, rom);
+                    always @(posedge clk) q <= rom[addr];
+                end
                 wire hit = $signed(xa[p*ACC_W +: ACC_W]) >= $signed(q);
                 always @(posedge clk) cb[p*L +: L] <= {ca[p*L +: L-1], hit};
                 /* verilator lint_off UNUSEDSIGNAL */

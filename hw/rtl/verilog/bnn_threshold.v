@@ -71,10 +71,17 @@ module bnn_threshold #(
     wire [PE-1:0] neg1;
     generate
         if (SIGNS != 0) begin : g_signs
-            reg [PE-1:0] srom [0:NF-1];
-            initial $readmemh(SIGN_FILE, srom);
             reg [PE-1:0] s1;
-            always @(posedge clk) s1 <= srom[nf];
+            // logic up to 4096 bits, block RAM above (bnnflow.hw.estimates' LUTROM_MAX_BITS)
+            if (PE * NF <= 4096) begin : g_lut
+                (* rom_style = "logic" *) reg [PE-1:0] srom [0:NF-1];
+                initial $readmemh(SIGN_FILE, srom);
+                always @(posedge clk) s1 <= srom[nf];
+            end else begin : g_block
+                (* rom_style = "block" *) reg [PE-1:0] srom [0:NF-1];
+                initial $readmemh(SIGN_FILE, srom);
+                always @(posedge clk) s1 <= srom[nf];
+            end
             assign neg1 = s1;
         end else begin : g_no_signs
             assign neg1 = {PE{1'b0}};

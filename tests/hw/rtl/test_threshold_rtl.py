@@ -199,7 +199,12 @@ def test_search_memories_are_what_the_estimate_model_says(tmp_path: Path) -> Non
         for lane in range(params["PE"]):
             words = (tmp_path / "rtl" / f"{node.name}_search_{level:02d}_{lane:03d}.hex").read_text().split()
             assert len(words) == max(2, nf << level)
-    assert op.memories()[1:] == [Memory(op.acc_bits(), nf << level, params["PE"]) for level in range(8)]
+    # after the weights and the input buffer; with the model, as wide as the RTL's ACC_W, each lane's ROM with the
+    # bits of its thresholds that vary
+    assert op.memories()[2:] == [Memory(op.acc_bits(), nf << level, params["PE"]) for level in range(8)]
+    exact = op.memories(model)[2:]
+    assert sum(m.count for m in exact) == 8 * params["PE"]
+    assert all(m.width == params["ACC_W"] and 0 < m.used_width <= m.width for m in exact)
     getCustomOp(node).set_nodeattr("PE", 6)  # NF = 1: the root's 1-word memory is written 2 words deep
     generate_rtl(model, tmp_path / "one")
     assert len((tmp_path / "one" / f"{node.name}_search_00_005.hex").read_text().split()) == 2
