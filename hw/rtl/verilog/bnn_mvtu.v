@@ -79,8 +79,8 @@ module bnn_mvtu #(
     localparam integer PSTAGE = XNOR != 0 ? 0 : 1;  // multi-bit products are registered before they are summed
     localparam integer CSTAGE = PAD != 0 ? 1 : 0;  // the padding correction is added in a register of its own
     // registers from issue to the FIFO: read, hold, select, products, 4 sums, accumulate, correction, output
-    // (or the search's two registers a level)
-    localparam integer STAGES = 9 + PSTAGE + CSTAGE + (SEARCH > 0 ? 2 * SEARCH - 1 : 0);
+    // (or the search's three registers a level)
+    localparam integer STAGES = 9 + PSTAGE + CSTAGE + (SEARCH > 0 ? 3 * SEARCH - 1 : 0);
     // the output FIFO (a power of two, 16 or more) has room for the pipeline and 5 results more
     localparam integer DEPTH = STAGES + 5 <= 16 ? 16 : 1 << $clog2(STAGES + 5);
     localparam integer CW = $clog2(DEPTH) + 1;

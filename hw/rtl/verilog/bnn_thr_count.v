@@ -7,7 +7,7 @@
 // cycle ahead of the value (in_nf_early: the fold of the value arriving on the next cycle), then compared,
 // counted and registered: LATENCY = 1 cycle after the value. More are searched (SEARCH = the levels of the
 // search tree) by bnn_thr_search from the memories SEARCH_FILE_ss_ppp.hex, with the value's fold in_nf:
-// LATENCY = 2 * SEARCH.
+// LATENCY = 3 * SEARCH.
 `default_nettype none
 
 module bnn_thr_count #(

@@ -7,8 +7,9 @@
 // level that the earlier stages chose from a memory of that level's thresholds, one threshold a word: lane p's
 // memory of level s is the file SEARCH_FILE_ss_ppp.hex, word nf * 2^s + i holding, for channel nf*PE + p, the
 // sorted threshold number (2i + 1) * 2^(LEVELS-1-s) - 1 (the middle of the i-th range of its level). A stage is
-// two registers: the memory read (a block RAM's output register), then the compare, which shifts one bit into
-// the lane's count. The output is OUT_BIAS plus the count, LATENCY = 2 * LEVELS cycles after the input; one value
+// three registers: the memory read, a register on the memory's output (a block RAM's data comes late in its
+// cycle, too late for a compare's carry chain at 100 MHz on an ECP5), then the compare, which shifts one bit into
+// the lane's count. The output is OUT_BIAS plus the count, LATENCY = 3 * LEVELS cycles after the input; one value
 // a cycle, no stalls (the unit around it checks its output FIFO before issuing, as every bnnflow layer does).
 `default_nettype none
 
@@ -68,15 +69,26 @@ module bnn_thr_search #(
                 ca <= cnt;
                 va <= vs[s] && !rst;
             end
-            // second register: the compare shifts its bit into the count
+            // second register: the memory's output, with the value, fold and count alongside it
+            reg [PE*ACC_W-1:0] xm;
+            reg [NFW-1:0] nfm;
+            reg [PE*L-1:0] cm;
+            reg vm;
+            always @(posedge clk) begin
+                xm <= xa;
+                nfm <= nfa;
+                cm <= ca;
+                vm <= va && !rst;
+            end
+            // third register: the compare shifts its bit into the count
             reg [PE*ACC_W-1:0] xb;
             reg [NFW-1:0] nfb;
             reg [PE*L-1:0] cb;
             reg vb;
             always @(posedge clk) begin
-                xb <= xa;
-                nfb <= nfa;
-                vb <= va && !rst;
+                xb <= xm;
+                nfb <= nfm;
+                vb <= vm && !rst;
             end
             for (p = 0; p < PE; p = p + 1) begin : g_lane
                 localparam integer P2_I = 48 + p / 100;
@@ -101,10 +113,12 @@ module bnn_thr_search #(
                     initial $readmemh({SEARCH_FILE, "_", S1, S0, "_", P2, P1, P0, ".hex"}, rom);
                     always @(posedge clk) q <= rom[addr];
                 end
-                wire hit = $signed(xa[p*ACC_W +: ACC_W]) >= $signed(q);
-                always @(posedge clk) cb[p*L +: L] <= {ca[p*L +: L-1], hit};
+                reg [ACC_W-1:0] qm;
+                always @(posedge clk) qm <= q;
+                wire hit = $signed(xm[p*ACC_W +: ACC_W]) >= $signed(qm);
+                always @(posedge clk) cb[p*L +: L] <= {cm[p*L +: L-1], hit};
                 /* verilator lint_off UNUSEDSIGNAL */
-                wire unused_top = ca[p*L + L-1];  // the count has fewer than L bits before the last level
+                wire unused_top = cm[p*L + L-1];  // the count has fewer than L bits before the last level
                 /* verilator lint_on UNUSEDSIGNAL */
             end
             assign xs[(s+1)*PE*ACC_W +: PE*ACC_W] = xb;

@@ -36,8 +36,8 @@ module bnn_threshold #(
 );
     localparam integer NF = C / PE;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
-    // input and threshold read, then the output register, or the search's two registers a level
-    localparam integer STAGES = SEARCH > 0 ? 1 + 2 * SEARCH : 2;
+    // input and threshold read, then the output register, or the search's three registers a level
+    localparam integer STAGES = SEARCH > 0 ? 1 + 3 * SEARCH : 2;
     // the output FIFO (a power of two) has room for the pipeline and a few results more
     localparam integer DEPTH = SEARCH == 0 ? 4 : STAGES + 4 <= 16 ? 16 : 1 << $clog2(STAGES + 4);
     localparam integer CW = $clog2(DEPTH) + 1;
