@@ -237,7 +237,9 @@ def synthesize(sources: list[Path], family: str, out_dir: Path, top: str = board
     netlist = out_dir / "synth.json"
     cwd = sources[0].parent
     script = f'{_FLOW[family][0]} -top {top} -json "{_tool_path(netlist, cwd)}"'
-    run_tool("yosys", ["-p", script, *sources], out_dir / "yosys.log", cwd)
+    # the library asks for LUT RAM by this macro; iCE40 has none, so there yosys chooses (flip-flops or block RAM)
+    defines = ["-D", 'BNNFLOW_LUT_RAM="auto"'] if family == "ice40" else []
+    run_tool("yosys", [*defines, "-p", script, *sources], out_dir / "yosys.log", cwd)
     return netlist
 
 

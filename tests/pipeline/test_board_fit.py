@@ -80,5 +80,7 @@ def test_a_residual_network_that_fits_passes_with_its_join_fifos_counted(tmp_pat
     interface = json.loads((generate_rtl(dataflow, tmp_path / "rtl").folder / "interface.json").read_text())
     fifos = [fifo for layer in interface["layers"] for fifo in layer["join_fifos"]]
     assert len(fifos) == est["join_fifos"]["count"] == 9  # one per residual block
-    assert sum(f["width"] * f["depth"] for f in fifos) == est["join_fifos"]["memory_bits"]
+    listed = sum(f["width"] * f["depth"] for f in fifos)
+    # a deep FIFO keeps two of its beats in registers, outside its RAM
+    assert listed - 2 * sum(f["width"] for f in fifos) <= est["join_fifos"]["memory_bits"] <= listed
     assert need["memory_bits"] == sum(layer["memory_bits"] for layer in est["layers"]) + est["join_fifos"]["memory_bits"]

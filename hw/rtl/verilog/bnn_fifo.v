@@ -4,6 +4,10 @@
 // for everything already in its pipeline (`count` + the layer's latency < DEPTH), so the layer's pipeline never
 // stalls: back-pressure from downstream stops new work at the layer's input instead. Storage is a register
 // array (LUT RAM on ECP5) read asynchronously; DEPTH is a power of two.
+// LUT RAM where the family has it (ECP5); on iCE40, which has none, the flow defines BNNFLOW_LUT_RAM as "auto"
+`ifndef BNNFLOW_LUT_RAM
+`define BNNFLOW_LUT_RAM "distributed"
+`endif
 `default_nettype none
 
 module bnn_fifo #(
@@ -22,7 +26,7 @@ module bnn_fifo #(
     localparam integer AW = $clog2(DEPTH);
 
     // read asynchronously: LUT RAM whatever its size (DEPTH is 16 or 32 beats of a layer's output)
-    (* ram_style = "distributed" *) reg [WIDTH-1:0] mem [0:DEPTH-1];
+    (* ram_style = `BNNFLOW_LUT_RAM *) reg [WIDTH-1:0] mem [0:DEPTH-1];
     reg [AW-1:0] wptr;
     reg [AW-1:0] rptr;
 

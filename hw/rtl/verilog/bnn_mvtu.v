@@ -26,6 +26,10 @@
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
 // Pipeline: issue -> ROM and buffer read -> hold -> bank select -> (multi-bit: products) -> four levels of
 // sums -> accumulate -> threshold -> output FIFO.
+// LUT RAM where the family has it (ECP5); on iCE40, which has none, the flow defines BNNFLOW_LUT_RAM as "auto"
+`ifndef BNNFLOW_LUT_RAM
+`define BNNFLOW_LUT_RAM "distributed"
+`endif
 `default_nettype none
 
 module bnn_mvtu #(
@@ -105,7 +109,7 @@ module bnn_mvtu #(
     wire [IW-1:0] ibuf_q;
     generate
         if (IW * IBD <= LUT_MEM_BITS) begin : g_ibuf_lut
-            (* no_rw_check, ram_style = "distributed" *) reg [IW-1:0] ibuf [0:IBD-1];
+            (* no_rw_check, ram_style = `BNNFLOW_LUT_RAM *) reg [IW-1:0] ibuf [0:IBD-1];
             always @(posedge clk) begin
                 if (in_fire) ibuf[{wb, wi}] <= in_data;
             end

@@ -7,6 +7,10 @@
 // signed (IN_SIGNED) or, for a sum, bipolar (IN_BIPOLAR: a bit, 1 = +1 and 0 = -1). A max is as wide as its input
 // (OUT_BITS = IN_BITS); a sum's output datatype holds every sum, so sums are kept in OUT_BITS bits. Rows and
 // columns past the last whole window are read and dropped, as floor-mode pooling does.
+// LUT RAM where the family has it (ECP5); on iCE40, which has none, the flow defines BNNFLOW_LUT_RAM as "auto"
+`ifndef BNNFLOW_LUT_RAM
+`define BNNFLOW_LUT_RAM "distributed"
+`endif
 `default_nettype none
 
 module bnn_pool #(
@@ -124,7 +128,7 @@ module bnn_pool #(
 
     // read-modify-write of the running maxima or sums in one cycle (an asynchronous read), so back-to-back beats of
     // the same window see each other's result without forwarding logic
-    (* ram_style = "distributed" *) reg [W-1:0] row [0:ROW-1];  // read asynchronously: LUT RAM
+    (* ram_style = `BNNFLOW_LUT_RAM *) reg [W-1:0] row [0:ROW-1];  // read asynchronously: LUT RAM
     wire [W-1:0] prev = row[idx1];
     wire [W-1:0] m;
     genvar p;

@@ -9,6 +9,10 @@
 // beats and out_valid is a register; in_ready depends on registers only (a one-beat FIFO also takes a beat in the
 // cycle its beat leaves, so its in_ready follows out_ready), so no combinational path runs through a FIFO of two
 // or more beats between its producer and its consumer.
+// LUT RAM where the family has it (ECP5); on iCE40, which has none, the flow defines BNNFLOW_LUT_RAM as "auto"
+`ifndef BNNFLOW_LUT_RAM
+`define BNNFLOW_LUT_RAM "distributed"
+`endif
 `default_nettype none
 
 module bnn_stream_fifo #(
@@ -48,7 +52,7 @@ module bnn_stream_fifo #(
             localparam integer LAST_I = DEPTH - 1;
             localparam [AW-1:0] LAST = LAST_I[AW-1:0];
             localparam [CW-1:0] FULL = DEPTH[CW-1:0];
-            (* ram_style = "distributed" *) reg [WIDTH-1:0] mem [0:DEPTH-1];
+            (* ram_style = `BNNFLOW_LUT_RAM *) reg [WIDTH-1:0] mem [0:DEPTH-1];
             reg [AW-1:0] wptr;
             reg [AW-1:0] rptr;
             reg [CW-1:0] count;

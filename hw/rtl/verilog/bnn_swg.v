@@ -28,6 +28,10 @@
 // computed a row ahead. The memory is written from registers (address, data, enable) and read synchronously, as
 // block RAM wants. On the ECP5 (CNV's second window, C = 64, SIMD = 32 or 64, 30x30, 3x3) the critical path is
 // the block RAM's output into its register, as in a bare block RAM.
+// LUT RAM where the family has it (ECP5); on iCE40, which has none, the flow defines BNNFLOW_LUT_RAM as "auto"
+`ifndef BNNFLOW_LUT_RAM
+`define BNNFLOW_LUT_RAM "distributed"
+`endif
 `default_nettype none
 
 module bnn_swg #(
@@ -167,7 +171,7 @@ module bnn_swg #(
     wire [W-1:0] mem_q;
     generate
         if (W * WORDS <= 4096) begin : g_ring_lut
-            (* no_rw_check, ram_style = "distributed" *) reg [W-1:0] mem [0:WORDS-1];
+            (* no_rw_check, ram_style = `BNNFLOW_LUT_RAM *) reg [W-1:0] mem [0:WORDS-1];
             always @(posedge clk) begin
                 if (we_r) mem[wa_r] <= wd_r;
             end
