@@ -81,8 +81,10 @@ module bnn_mvtu #(
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
     localparam integer WAW = SF * NF > 1 ? $clog2(SF * NF) : 1;
     localparam integer PSTAGE = XNOR != 0 ? 0 : 1;  // multi-bit products are registered before they are summed
-    localparam integer CSTAGE = PAD != 0 ? 1 : 0;  // the padding correction is added in a register of its own
-    // registers from issue to the FIFO: read, hold, select, products, 4 sums, accumulate, correction, output
+    // the padding correction: its ROM's output is registered (a block RAM's data comes late), then added in a
+    // register of its own
+    localparam integer CSTAGE = PAD != 0 ? 2 : 0;
+    // registers from issue to the FIFO: read, hold, select, products, 4 sums, accumulate, 2 correction, output
     // (or the search's three registers a level)
     localparam integer STAGES = 9 + PSTAGE + CSTAGE + (SEARCH > 0 ? 3 * SEARCH - 1 : 0);
     // the output FIFO (a power of two, 16 or more) has room for the pipeline and 5 results more
@@ -458,18 +460,27 @@ module bnn_mvtu #(
                 always @(posedge clk) corr4 <= crom[caddr[CAW-1:0]];
             end
             assign caddr = {{NFW{1'b0}}, row_base} + {{NFW{1'b0}}, col_base} + {{CAW{1'b0}}, nf3};
+            reg [PE*ACC_W-1:0] corr5, fin5;
+            reg [NFW-1:0] nf5;
+            reg v5c;
+            always @(posedge clk) begin
+                corr5 <= corr4;
+                fin5 <= fin4;
+                nf5 <= nf4;
+                v5c <= v4 && !rst;
+            end
             reg [PE*ACC_W-1:0] vc;
             reg [NFW-1:0] nfc;
             reg vvc;
             for (p = 0; p < PE; p = p + 1) begin : g_corr
-                wire [ACC_W-1:0] a = fin4[p*ACC_W +: ACC_W];
-                always @(posedge clk) vc[p*ACC_W +: ACC_W] <= (XNOR != 0 ? a << 1 : a) + corr4[p*ACC_W +: ACC_W];
+                wire [ACC_W-1:0] a = fin5[p*ACC_W +: ACC_W];
+                always @(posedge clk) vc[p*ACC_W +: ACC_W] <= (XNOR != 0 ? a << 1 : a) + corr5[p*ACC_W +: ACC_W];
             end
             always @(posedge clk) begin
-                nfc <= nf4;
-                vvc <= v4 && !rst;
+                nfc <= nf5;
+                vvc <= v5c && !rst;
             end
-            assign {val, nfv, vv, nf_pre} = {vc, nfc, vvc, nf4};
+            assign {val, nfv, vv, nf_pre} = {vc, nfc, vvc, nf5};
         end else begin : g_no_pad
             assign {val, nfv, vv, nf_pre} = {fin4, nf4, v4, nf3};
         end
