@@ -241,6 +241,22 @@ class VectorStreamOp(ChannelStreamOp):
         return math.prod(self.get_nodeattr("numInputVectors")) * self.channel_folds()
 
 
+#: words per bank of a deep ROM (bnn_mvtu's weights, bnn_thr_search's levels): one 2048 x 9 block RAM per 9 bits of
+#: width on ECP5; narrower ROMs get deeper banks (``rom_bank_depth``)
+ROM_BANK_DEPTH = 2048
+#: bits of one 18 Kbit block without its parity bits: a bank of a ROM narrower than 9 bits fills one block
+_BLOCK_DATA_BITS = 16384
+
+
+def rom_bank_depth(width: int, words: int) -> int:
+    """Words per bank of a ROM of ``words`` words of ``width`` bits, which the RTL reads bank by bank, registering
+    each bank's output before selecting one (a block RAM's data comes late; a multiplexer on it would limit the
+    clock): ROM_BANK_DEPTH, or as many as one block holds at that width (16384 x 1, 8192 x 2, 4096 x 4), a power of
+    two; fewer when the ROM is smaller (a 1-word ROM: 2)."""
+    depth = max(ROM_BANK_DEPTH, 1 << max(1, _BLOCK_DATA_BITS // width).bit_length() - 1)
+    return min(depth, 1 << max(1, (words - 1).bit_length()))
+
+
 #: up to this many thresholds a unit compares them all at once (a 4-bit output: 15 comparators per channel); more,
 #: and it searches them in a pipeline of log2(T + 1) compare stages, as FINN's RTL thresholding does
 PARALLEL_THRESHOLDS = 15
@@ -267,11 +283,18 @@ def threshold_memories(thresholds: int, acc_bits: int, channels: int, pe: int, r
             return [Memory(width, channels // pe, used_width=used[f"{name}_thresholds.hex"])]
         return [Memory(width, channels // pe, used_width=None if range_bits is None else pe * thresholds * range_bits)]
     levels = math.ceil(math.log2(thresholds + 1))
-    depths = [max(2, (channels // pe) << level) for level in range(levels)]  # a 1-word memory is 2 words deep
-    if used is not None:
-        return grouped([Memory(acc_bits, depth, used_width=used[f"{name}_search_{level:02d}_{lane:03d}.hex"])
-                        for level, depth in enumerate(depths) for lane in range(pe)])
-    return [Memory(acc_bits, depth, pe, used_width=range_bits) for depth in depths]
+    mems = []
+    for level in range(levels):  # in banks (``rom_bank_depth``); a 1-word memory is 2 words deep
+        depth = (channels // pe) << level
+        bank = rom_bank_depth(acc_bits, depth)
+        for start in range(0, depth, bank):
+            words = max(2, min(bank, depth - start))
+            if used is None:
+                mems.append(Memory(acc_bits, words, pe, used_width=range_bits))
+                continue
+            files = [f"{name}_search_{level:02d}_{lane:03d}_{start // bank:02d}.hex" for lane in range(pe)]
+            mems += [Memory(acc_bits, words, used_width=used[file]) for file in files]
+    return grouped(mems)
 
 
 def grouped(memories: list[Memory]) -> list[Memory]:

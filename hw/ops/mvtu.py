@@ -41,6 +41,7 @@ from bnnflow.hw.ops.base import (
     frame,
     grouped,
     positive,
+    rom_bank_depth,
     threshold_compare_luts,
     threshold_memories,
     threshold_problems,
@@ -199,7 +200,7 @@ class MVTU(HWOp):
         """bnn_mvtu's memories. With the model, thresholds and corrections are as wide as the RTL's accumulator
         (from the weights' range) and each ROM says which of its bits vary (``rom_used_bits``); without it they are
         accDataType wide."""
-        from bnnflow.hw.rtl.layers import mvtu_accumulator, rom_used_bits, weight_bank_depth
+        from bnnflow.hw.rtl.layers import mvtu_accumulator, rom_used_bits
 
         name = self.onnx_node.name
         pe, simd = self.get_nodeattr("PE"), self.get_nodeattr("SIMD")
@@ -210,11 +211,11 @@ class MVTU(HWOp):
         if model is not None and model.get_initializer(self.onnx_node.input[1]) is not None:
             used = rom_used_bits(model, self.onnx_node)
             acc = mvtu_accumulator(model, self.onnx_node, self)[0]
-        # the weight ROM: words of all PE lanes' SIMD weights, in banks (``weight_bank_depth``; the last one
+        # the weight ROM: words of all PE lanes' SIMD weights, in banks (``rom_bank_depth``; the last one
         # shorter, a 1-word ROM 2 words deep)
         depth = sf * nf
         width = pe * simd * self.weight_bits()
-        bank = weight_bank_depth(width, depth)
+        bank = rom_bank_depth(width, depth)
         mems = grouped([Memory(width, max(2, min(bank, depth - start)),
                                used_width=None if used is None else used[f"{name}_weights_{start // bank:02d}.hex"])
                         for start in range(0, depth, bank)])

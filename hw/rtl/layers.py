@@ -23,22 +23,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.estimates import hw_ops
-from bnnflow.hw.ops.base import PARALLEL_THRESHOLDS
+from bnnflow.hw.ops.base import PARALLEL_THRESHOLDS, rom_bank_depth
 from bnnflow.hw.rtl.stream import StreamFormat, encode, write_hex
-
-#: words per weight ROM bank of bnn_mvtu (one 2048 x 9 block RAM per 9 bits of width on ECP5); narrower ROMs
-#: get deeper banks (``weight_bank_depth``)
-WEIGHT_BANK_DEPTH = 2048
-#: bits of one 18 Kbit block without its parity bits: a bank of a ROM narrower than 9 bits fills one block
-_BLOCK_DATA_BITS = 16384
-
-
-def weight_bank_depth(width: int, words: int) -> int:
-    """Words per bank of bnn_mvtu's weight ROM of ``words`` words of ``width`` bits: WEIGHT_BANK_DEPTH, or as many
-    as one block holds at that width (16384 x 1, 8192 x 2, 4096 x 4), a power of two; fewer when the ROM is
-    smaller (a 1-word ROM: 2)."""
-    depth = max(WEIGHT_BANK_DEPTH, 1 << max(1, _BLOCK_DATA_BITS // width).bit_length() - 1)
-    return min(depth, 1 << max(1, (words - 1).bit_length()))
 
 
 def element(dtype: DataType) -> tuple[int, bool]:
@@ -122,10 +108,11 @@ def _search_levels(op) -> int:
 
 
 def _search_roms(folder: Path, prefix: str, thresholds: np.ndarray, pe: int, levels: int, top: int,
-                 acc_w: int) -> list[str]:
-    """The memories of a threshold search (``bnn_thr_search``): per level s and PE lane p, ``prefix_ss_ppp.hex``,
-    word nf * 2^s + i holding threshold (2i + 1) * 2^(levels-1-s) - 1 of channel nf*PE + p's sorted thresholds,
-    padded to 2^levels - 1 with ``top`` (above every reachable value, so it never counts)."""
+                 acc_w: int) -> tuple[list[str], int]:
+    """The memories of a threshold search (``bnn_thr_search``) and the words per bank (its BANK_DEPTH): per level s
+    and PE lane p, word nf * 2^s + i holding threshold (2i + 1) * 2^(levels-1-s) - 1 of channel nf*PE + p's sorted
+    thresholds, padded to 2^levels - 1 with ``top`` (above every reachable value, so it never counts), in banks
+    (``rom_bank_depth``), bank b in ``prefix_ss_ppp_bb.hex``."""
     channels, n_thr = thresholds.shape
     tree = np.full((channels, (1 << levels) - 1), top, dtype=np.int64)
     tree[:, :n_thr] = np.sort(thresholds, axis=1)
@@ -133,12 +120,15 @@ def _search_roms(folder: Path, prefix: str, thresholds: np.ndarray, pe: int, lev
     files = []
     for s in range(levels):
         nodes = (2 * np.arange(1 << s) + 1) * (1 << (levels - 1 - s)) - 1
+        bank = rom_bank_depth(acc_w, nf << s)
         for p in range(pe):
             words = tree[np.arange(nf) * pe + p][:, nodes].reshape(-1, 1)
-            if len(words) == 1:  # a 1-word memory is declared 2 words deep, and $readmemh expects every word
-                words = np.concatenate([words, words])
-            files.append(_rom(folder, f"{prefix}_{s:02d}_{p:03d}.hex", words, 1, acc_w, True))
-    return files
+            for b in range(0, len(words), bank):
+                rows = words[b: b + bank]
+                if len(rows) == 1:  # a 1-word memory is declared 2 words deep, and $readmemh expects every word
+                    rows = np.concatenate([rows, rows])
+                files.append(_rom(folder, f"{prefix}_{s:02d}_{p:03d}_{b // bank:02d}.hex", rows, 1, acc_w, True))
+    return files, rom_bank_depth(acc_w, nf << (levels - 1))
 
 
 def _out_fifo_depth(stages: int, room: int, smallest: int) -> int:
@@ -197,8 +187,8 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
     pad = corrections is not None
     # word (nf, sf), lane (p, s) holds the weight of input sf*SIMD + s for output channel nf*PE + p
     words = codes.reshape(sf, simd, nf, pe).transpose(2, 0, 3, 1).reshape(nf * sf, pe * simd)
-    # bnn_mvtu reads the weights in banks (weight_bank_depth)
-    bank = weight_bank_depth(pe * simd * w_bits, nf * sf)
+    # bnn_mvtu reads the weights in banks (rom_bank_depth)
+    bank = rom_bank_depth(pe * simd * w_bits, nf * sf)
     roms = []
     for b in range(0, nf * sf, bank):
         rows = words[b: b + bank]
@@ -222,8 +212,9 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
               "OUT_BITS": out_bits, "OUT_BIAS": op.get_nodeattr("outputBias"), "WBANK_DEPTH": bank,
               "WEIGHT_FILE": f"{node.name}_weights"}
     if n_thr and levels:
-        roms += _search_roms(folder, f"{node.name}_search", clipped, pe, levels, high + 1, acc_w)
-        params.update(SEARCH=levels, SEARCH_FILE=f"{node.name}_search")
+        files, bank = _search_roms(folder, f"{node.name}_search", clipped, pe, levels, high + 1, acc_w)
+        roms += files
+        params.update(SEARCH=levels, SEARCH_BANK=bank, SEARCH_FILE=f"{node.name}_search")
     elif n_thr:
         roms.append(_rom(folder, f"{node.name}_thresholds.hex", clipped.reshape(nf, pe * n_thr), pe * n_thr, acc_w,
                          True))
@@ -241,7 +232,7 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
         params.update(PAD=1, OH=len(rows), OWD=len(cols), NCLS=classes, ROW_FILE=roms[-3], COL_FILE=roms[-2],
                       CORR_FILE=roms[-1])
     # two input vectors (the double buffer), and the output FIFO (NF beats a vector) that also holds the pipeline
-    stages = 9 + (not xnor) + 2 * pad + (3 * levels - 1 if n_thr and levels else 0)
+    stages = 9 + (not xnor) + 2 * pad + (4 * levels - 1 if n_thr and levels else 0)
     held = sf * (2 + -(-_out_fifo_depth(stages, 5, 16) // nf))
     return Layer(node.name, "bnn_mvtu", params, StreamFormat(simd, in_bits, in_signed, vectors * sf),
                  StreamFormat(pe, out_bits, out_signed, vectors * nf), roms, held)
@@ -304,8 +295,8 @@ def _thresholding(folder: Path, model: ModelWrapper, node, op) -> Layer:
               "OUT_BITS": out_bits, "OUT_BIAS": op.get_nodeattr("outputBias")}
     levels = _search_levels(op)
     if levels:
-        roms = _search_roms(folder, f"{node.name}_search", clipped, pe, levels, high + 1, acc_w)
-        params.update(SEARCH=levels, SEARCH_FILE=f"{node.name}_search")
+        roms, bank = _search_roms(folder, f"{node.name}_search", clipped, pe, levels, high + 1, acc_w)
+        params.update(SEARCH=levels, SEARCH_BANK=bank, SEARCH_FILE=f"{node.name}_search")
     else:
         roms = [_rom(folder, f"{node.name}_thresholds.hex", clipped.reshape(c // pe, pe * n_thr), pe * n_thr, acc_w,
                      True)]
@@ -315,7 +306,7 @@ def _thresholding(folder: Path, model: ModelWrapper, node, op) -> Layer:
         roms.append(_rom(folder, f"{node.name}_signs.hex", negative.reshape(c // pe, pe), pe, 1, False))
         params.update(SIGNS=1, SIGN_FILE=roms[-1])
     # the pipeline and output FIFO hold a result per input beat: the FIFO's depth (it has room for the pipeline)
-    held = _out_fifo_depth(1 + 3 * levels, 4, 16) if levels else 4
+    held = _out_fifo_depth(1 + 4 * levels, 4, 16) if levels else 4
     return Layer(node.name, "bnn_threshold", params, StreamFormat(pe, in_bits, in_signed, vectors * (c // pe)),
                  StreamFormat(pe, out_bits, out_signed, vectors * (c // pe)), roms, held_beats=held)
 

@@ -20,7 +20,7 @@
 // thresholds; CORR_FILE holds correction - MW.
 //
 // Thresholds (counted by bnn_thr_count): up to 15 are compared at once (above); more (SEARCH = the levels of the
-// search tree) are searched by bnn_thr_search, from its memories SEARCH_FILE_ss_ppp.hex.
+// search tree) are searched by bnn_thr_search, from its memories SEARCH_FILE_ss_ppp_bb.hex.
 //
 // The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
@@ -55,7 +55,8 @@ module bnn_mvtu #(
     parameter integer NCLS = 1,
     parameter integer SEARCH = 0,
     parameter WEIGHT_FILE = "weights",
-    /* verilator lint_off UNUSEDPARAM */  // each file is read only in the mode that has it
+    /* verilator lint_off UNUSEDPARAM */  // each file, and the bank depth, is read only in the mode that has it
+    parameter integer SEARCH_BANK = 2048,
     parameter THRESH_FILE = "thresholds.hex",
     parameter CORR_FILE = "corrections.hex",
     parameter ROW_FILE = "rows.hex",
@@ -85,8 +86,8 @@ module bnn_mvtu #(
     // register of its own
     localparam integer CSTAGE = PAD != 0 ? 2 : 0;
     // registers from issue to the FIFO: read, hold, select, products, 4 sums, accumulate, 2 correction, output
-    // (or the search's three registers a level)
-    localparam integer STAGES = 9 + PSTAGE + CSTAGE + (SEARCH > 0 ? 3 * SEARCH - 1 : 0);
+    // (or the search's four registers a level)
+    localparam integer STAGES = 9 + PSTAGE + CSTAGE + (SEARCH > 0 ? 4 * SEARCH - 1 : 0);
     // the output FIFO (a power of two, 16 or more) has room for the pipeline and 5 results more
     localparam integer DEPTH = STAGES + 5 <= 16 ? 16 : 1 << $clog2(STAGES + 5);
     localparam integer CW = $clog2(DEPTH) + 1;
@@ -492,7 +493,8 @@ module bnn_mvtu #(
     generate
         if (N_THR > 0) begin : g_thr
             bnn_thr_count #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .N_THR(N_THR), .OUT_BITS(OUT_BITS), .OUT_BIAS(OUT_BIAS),
-                            .SEARCH(SEARCH), .THRESH_FILE(THRESH_FILE), .SEARCH_FILE(SEARCH_FILE)) u_thr (
+                            .SEARCH(SEARCH), .SEARCH_BANK(SEARCH_BANK), .THRESH_FILE(THRESH_FILE),
+                            .SEARCH_FILE(SEARCH_FILE)) u_thr (
                 .clk(clk), .rst(rst), .in_nf_early(nf_pre), .in_nf(nfv), .in_value(val), .in_valid(vv),
                 .out_code(o5), .out_valid(v5));
         end else begin : g_acc_out

@@ -4,13 +4,14 @@
 // Each PE lane counts the thresholds at or below its value (ACC_W bits, two's complement) among the 2^LEVELS - 1
 // thresholds of its channel, sorted ascending (padded at the top with thresholds above the reachable range, which
 // never count): a binary search, one compare stage per level of the search tree. Stage s reads the node of its
-// level that the earlier stages chose from a memory of that level's thresholds, one threshold a word: lane p's
-// memory of level s is the file SEARCH_FILE_ss_ppp.hex, word nf * 2^s + i holding, for channel nf*PE + p, the
-// sorted threshold number (2i + 1) * 2^(LEVELS-1-s) - 1 (the middle of the i-th range of its level). A stage is
-// three registers: the memory read, a register on the memory's output (a block RAM's data comes late in its
-// cycle, too late for a compare's carry chain at 100 MHz on an ECP5), then the compare, which shifts one bit into
-// the lane's count. The output is OUT_BIAS plus the count, LATENCY = 3 * LEVELS cycles after the input; one value
-// a cycle, no stalls (the unit around it checks its output FIFO before issuing, as every bnnflow layer does).
+// level that the earlier stages chose from a memory of that level's thresholds, one threshold a word: word
+// nf * 2^s + i holds, for channel nf*PE + p, the sorted threshold number (2i + 1) * 2^(LEVELS-1-s) - 1 (the middle
+// of the i-th range of its level). A level's memory sits in banks of BANK_DEPTH words (the last one shorter), lane
+// p's bank bb of level s in the file SEARCH_FILE_ss_ppp_bb.hex, so no block RAM's output goes through a
+// multiplexer before a register: a block RAM's data comes late in its cycle. A stage is four registers: the banks'
+// read, a register on each bank's output, the bank selected, then the compare, which shifts one bit into the
+// lane's count. The output is OUT_BIAS plus the count, LATENCY = 4 * LEVELS cycles after the input; one value a
+// cycle, no stalls (the unit around it checks its output FIFO before issuing, as every bnnflow layer does).
 `default_nettype none
 
 module bnn_thr_search #(
@@ -20,6 +21,7 @@ module bnn_thr_search #(
     parameter integer LEVELS = 8,
     parameter integer OUT_BITS = 8,
     parameter integer OUT_BIAS = 0,
+    parameter integer BANK_DEPTH = 2048,
     parameter SEARCH_FILE = "search"
 ) (
     input  wire                     clk,
@@ -55,37 +57,32 @@ module bnn_thr_search #(
             localparam integer S0_I = 48 + s % 10;
             localparam [7:0] S1 = S1_I[7:0];
             localparam [7:0] S0 = S0_I[7:0];
+            // the level's banks: BD words each (a power of two), NB of them, selected by the address's top bits
+            localparam integer BW = AW < $clog2(BANK_DEPTH) ? AW : $clog2(BANK_DEPTH);
+            localparam integer NB = (D + (1 << BW) - 1) / (1 << BW);
+            localparam integer SW = NB > 1 ? $clog2(NB) : 1;
             wire [PE*ACC_W-1:0] x = xs[s*PE*ACC_W +: PE*ACC_W];
             wire [NFW-1:0] nf = nfs[s*NFW +: NFW];
             wire [PE*L-1:0] cnt = counts[s*PE*L +: PE*L];
-            // first register: the memory read, with the value, fold and count so far alongside it
-            reg [PE*ACC_W-1:0] xa;
-            reg [NFW-1:0] nfa;
-            reg [PE*L-1:0] ca;
-            reg va;
+            // the value, fold and count so far go along beside the memory: read, hold, select, then the compare
+            reg [PE*ACC_W-1:0] xa, xh, xm, xb;
+            reg [NFW-1:0] nfa, nfh, nfm, nfb;
+            reg [PE*L-1:0] ca, ch, cm;
+            reg [PE*L-1:0] cb;
+            reg va, vh, vm, vb;
             always @(posedge clk) begin
                 xa <= x;
                 nfa <= nf;
                 ca <= cnt;
                 va <= vs[s] && !rst;
-            end
-            // second register: the memory's output, with the value, fold and count alongside it
-            reg [PE*ACC_W-1:0] xm;
-            reg [NFW-1:0] nfm;
-            reg [PE*L-1:0] cm;
-            reg vm;
-            always @(posedge clk) begin
-                xm <= xa;
-                nfm <= nfa;
-                cm <= ca;
-                vm <= va && !rst;
-            end
-            // third register: the compare shifts its bit into the count
-            reg [PE*ACC_W-1:0] xb;
-            reg [NFW-1:0] nfb;
-            reg [PE*L-1:0] cb;
-            reg vb;
-            always @(posedge clk) begin
+                xh <= xa;
+                nfh <= nfa;
+                ch <= ca;
+                vh <= va && !rst;
+                xm <= xh;
+                nfm <= nfh;
+                cm <= ch;
+                vm <= vh && !rst;
                 xb <= xm;
                 nfb <= nfm;
                 vb <= vm && !rst;
@@ -102,19 +99,41 @@ module bnn_thr_search #(
                 wire [NFW+L-1:0] full = ({{L{1'b0}}, nf} << s) | {{NFW{1'b0}}, cnt[p*L +: L]};
                 /* verilator lint_on UNUSEDSIGNAL */
                 wire [AW-1:0] addr = full[AW-1:0];
-                reg [ACC_W-1:0] q;
-                // logic up to 4096 bits, block RAM above (bnnflow.hw.estimates' LUTROM_MAX_BITS)
-                if (ACC_W * DA <= 4096) begin : g_lut
-                    (* rom_style = "logic" *) reg [ACC_W-1:0] rom [0:DA-1];
-                    initial $readmemh({SEARCH_FILE, "_", S1, S0, "_", P2, P1, P0, ".hex"}, rom);
-                    always @(posedge clk) q <= rom[addr];
-                end else begin : g_block
-                    (* rom_style = "block" *) reg [ACC_W-1:0] rom [0:DA-1];
-                    initial $readmemh({SEARCH_FILE, "_", S1, S0, "_", P2, P1, P0, ".hex"}, rom);
-                    always @(posedge clk) q <= rom[addr];
+                wire [NB*ACC_W-1:0] held;
+                genvar b;
+                for (b = 0; b < NB; b = b + 1) begin : g_bank
+                    localparam integer BD = b == NB - 1 ? D - b * (1 << BW) : 1 << BW;
+                    localparam integer BDA = BD > 1 ? BD : 2;  // a 1-word memory is declared (and written) 2 deep
+                    localparam integer IBW = $clog2(BDA);
+                    localparam integer B1_I = 48 + b / 10;
+                    localparam integer B0_I = 48 + b % 10;
+                    localparam [7:0] B1 = B1_I[7:0];
+                    localparam [7:0] B0 = B0_I[7:0];
+                    reg [ACC_W-1:0] q, h;
+                    // logic up to 4096 bits, block RAM above (bnnflow.hw.estimates' LUTROM_MAX_BITS)
+                    if (ACC_W * BDA <= 4096) begin : g_lut
+                        (* rom_style = "logic" *) reg [ACC_W-1:0] rom [0:BDA-1];
+                        initial $readmemh({SEARCH_FILE, "_", S1, S0, "_", P2, P1, P0, "_", B1, B0, ".hex"}, rom);
+                        always @(posedge clk) q <= rom[addr[IBW-1:0]];  // bits above IBW are 0 when it is read
+                    end else begin : g_block
+                        (* rom_style = "block" *) reg [ACC_W-1:0] rom [0:BDA-1];
+                        initial $readmemh({SEARCH_FILE, "_", S1, S0, "_", P2, P1, P0, "_", B1, B0, ".hex"}, rom);
+                        always @(posedge clk) q <= rom[addr[IBW-1:0]];  // bits above IBW are 0 when it is read
+                    end
+                    always @(posedge clk) h <= q;
+                    assign held[b*ACC_W +: ACC_W] = h;
+                end
+                reg [SW-1:0] sa, sh;
+                if (NB > 1) begin : g_sel
+                    always @(posedge clk) sa <= addr[AW-1:BW];
+                end else begin : g_one
+                    always @(posedge clk) sa <= 1'b0;
                 end
                 reg [ACC_W-1:0] qm;
-                always @(posedge clk) qm <= q;
+                always @(posedge clk) begin
+                    sh <= sa;
+                    qm <= held[sh*ACC_W +: ACC_W];
+                end
                 wire hit = $signed(xm[p*ACC_W +: ACC_W]) >= $signed(qm);
                 always @(posedge clk) cb[p*L +: L] <= {cm[p*L +: L-1], hit};
                 /* verilator lint_off UNUSEDSIGNAL */

@@ -5,7 +5,7 @@
 // words of PE bits, lane p for channel nf*PE + p. The thresholds are counted by bnn_thr_count: up to 15
 // (SEARCH = 0) all compared at once, THRESH_FILE holding NF words of PE*N_THR*ACC_W bits, as in bnn_mvtu; more
 // searched (SEARCH = the number of levels of the search tree, bnn_thr_search) from the memories
-// SEARCH_FILE_ss_ppp.hex.
+// SEARCH_FILE_ss_ppp_bb.hex.
 `default_nettype none
 
 module bnn_threshold #(
@@ -19,7 +19,8 @@ module bnn_threshold #(
     parameter integer OUT_BIAS = 0,
     parameter integer SIGNS = 0,
     parameter integer SEARCH = 0,
-    /* verilator lint_off UNUSEDPARAM */  // each file is read only in the mode that has it
+    /* verilator lint_off UNUSEDPARAM */  // each file, and the bank depth, is read only in the mode that has it
+    parameter integer SEARCH_BANK = 2048,
     parameter THRESH_FILE = "thresholds.hex",
     parameter SIGN_FILE = "signs.hex",
     parameter SEARCH_FILE = "search"
@@ -36,8 +37,8 @@ module bnn_threshold #(
 );
     localparam integer NF = C / PE;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
-    // input and threshold read, then the output register, or the search's three registers a level
-    localparam integer STAGES = SEARCH > 0 ? 1 + 3 * SEARCH : 2;
+    // input and threshold read, then the output register, or the search's four registers a level
+    localparam integer STAGES = SEARCH > 0 ? 1 + 4 * SEARCH : 2;
     // the output FIFO (a power of two) has room for the pipeline and a few results more
     localparam integer DEPTH = SEARCH == 0 ? 4 : STAGES + 4 <= 16 ? 16 : 1 << $clog2(STAGES + 4);
     localparam integer CW = $clog2(DEPTH) + 1;
@@ -103,7 +104,8 @@ module bnn_threshold #(
     wire [PE*OUT_BITS-1:0] result;
     wire result_valid;
     bnn_thr_count #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .N_THR(N_THR), .OUT_BITS(OUT_BITS), .OUT_BIAS(OUT_BIAS),
-                    .SEARCH(SEARCH), .THRESH_FILE(THRESH_FILE), .SEARCH_FILE(SEARCH_FILE)) u_thr (
+                    .SEARCH(SEARCH), .SEARCH_BANK(SEARCH_BANK), .THRESH_FILE(THRESH_FILE),
+                    .SEARCH_FILE(SEARCH_FILE)) u_thr (
         .clk(clk), .rst(rst), .in_nf_early(nf), .in_nf(nf1), .in_value(xv), .in_valid(v1),
         .out_code(result), .out_valid(result_valid));
 

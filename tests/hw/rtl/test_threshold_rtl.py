@@ -59,6 +59,8 @@ THRESHOLDINGS = {
     "search-255-signs": dict(channels=4, pe=4, in_type="INT9", out_type="INT8", count=255, bias=-128, signs=True),
     # 16 thresholds (5 levels, padded with thresholds above the range), one lane
     "search-16-unsigned": dict(channels=3, pe=1, in_type="UINT6", out_type="UINT5", count=16, bias=0, signs=False),
+    # 40 channels in one lane: the deepest levels (2560 and 5120 words) sit in banks of 2048 words
+    "search-255-banked": dict(channels=40, pe=1, in_type="INT9", out_type="INT8", count=255, bias=-128, signs=False),
 }
 
 
@@ -197,7 +199,7 @@ def test_search_memories_are_what_the_estimate_model_says(tmp_path: Path) -> Non
     nf = params["MH"] // params["PE"]
     for level in range(8):
         for lane in range(params["PE"]):
-            words = (tmp_path / "rtl" / f"{node.name}_search_{level:02d}_{lane:03d}.hex").read_text().split()
+            words = (tmp_path / "rtl" / f"{node.name}_search_{level:02d}_{lane:03d}_00.hex").read_text().split()
             assert len(words) == max(2, nf << level)
     # after the weights and the input buffer; with the model, as wide as the RTL's ACC_W, each lane's ROM with the
     # bits of its thresholds that vary
@@ -207,7 +209,26 @@ def test_search_memories_are_what_the_estimate_model_says(tmp_path: Path) -> Non
     assert all(m.width == params["ACC_W"] and 0 < m.used_width <= m.width for m in exact)
     getCustomOp(node).set_nodeattr("PE", 6)  # NF = 1: the root's 1-word memory is written 2 words deep
     generate_rtl(model, tmp_path / "one")
-    assert len((tmp_path / "one" / f"{node.name}_search_00_005.hex").read_text().split()) == 2
+    assert len((tmp_path / "one" / f"{node.name}_search_00_005_00.hex").read_text().split()) == 2
+
+
+def test_deep_search_levels_are_banked(tmp_path: Path) -> None:
+    """A level deeper than a bank is split into banks of ``rom_bank_depth`` words, the last one shorter, which
+    together hold the level's words in order; memories() lists the banks."""
+    model = _thresholding(**THRESHOLDINGS["search-255-banked"], seed=1)
+    (node, op), = hw_ops(model)
+    design = generate_rtl(model, tmp_path / "rtl")
+    params = design.layers[0].params
+    assert params["SEARCH_BANK"] == 2048
+    one_file = []
+    for level in range(8):
+        banks = sorted((tmp_path / "rtl").glob(f"{node.name}_search_{level:02d}_000_*.hex"))
+        sizes = [len(bank.read_text().split()) for bank in banks]
+        assert sum(sizes) == 40 << level and all(size <= 2048 for size in sizes)
+        one_file.append(len(banks) == 1)
+    assert one_file == [True] * 6 + [False, False]
+    depths = sorted(m.depth for m in op.memories(model) if m.width == params["ACC_W"] for _ in range(m.count))
+    assert depths == sorted([40 << level for level in range(6)] + [2048, 512, 2048, 2048, 1024])
 
 
 def test_zero_padded_binary_conv_end_to_end(tmp_path: Path) -> None:
