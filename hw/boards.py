@@ -62,7 +62,9 @@ LUT_BUDGET_SHARE = 0.8
 
 
 def get_board(name: str) -> Board:
-    """A board by name; an unknown name is a ``ConfigError`` listing the known ones."""
-    if name not in BOARDS:
+    """A board by name, in any case (FINN writes Pynq-Z1, bnnflow pynq-z1); an unknown name is a ``ConfigError``
+    listing the known ones."""
+    by_lower = {key.lower(): board for key, board in BOARDS.items()}
+    if name.lower() not in by_lower:
         raise ConfigError(f"unknown board {name!r} (known: {', '.join(BOARDS)})")
-    return BOARDS[name]
+    return by_lower[name.lower()]

@@ -10,6 +10,7 @@ import pytest
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
+from bnnflow.errors import ConfigError
 from bnnflow.hw.boards import BOARDS, LUT_BUDGET_SHARE, XILINX, Board, Fabric, get_board
 from bnnflow.hw.estimates import estimate, memory_cost
 from bnnflow.hw.folding import FoldingError, fold_for_board, fold_for_fps
@@ -309,3 +310,11 @@ def test_get_board_unknown_raises_config_error_listing_boards():
     assert "nope" in message
     assert all(name in message for name in BOARDS)
     assert get_board("pynq-z1").luts == 53_200
+
+
+def test_boards_are_found_in_any_case() -> None:
+    """FINN names boards Pynq-Z1, bnnflow pynq-z1: `--board` takes either; an unknown name still lists the known."""
+    assert get_board("Pynq-Z1") is get_board("pynq-z1") is BOARDS["pynq-z1"]
+    assert get_board("ULX3S") is BOARDS["ulx3s"]
+    with pytest.raises(ConfigError, match="unknown board 'pynq-z9'"):
+        get_board("pynq-z9")
