@@ -8,6 +8,8 @@ MPSoC), DS962 (Alveo U250), DS987 (Kria K26); Lattice FPGA-DS-02012 (ECP5, table
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 from bnnflow.errors import ConfigError
@@ -32,6 +34,17 @@ RAMB18_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 5
 XILINX = Fabric("xilinx", 6, 18432, RAMB18_SHAPES)
 ECP5 = Fabric("ecp5", 4, 18432, RAMB18_SHAPES)
 ICE40 = Fabric("ice40", 4, 4096, ((2, 2048), (4, 1024), (8, 512), (16, 256)))
+
+
+@functools.lru_cache(maxsize=4096)
+def blocks(width: int, depth: int, shapes: tuple[tuple[int, int], ...]) -> int:
+    """The fewest blocks that hold ``width`` x ``depth`` bits: slices of the width side by side, each slice in the
+    blocks of one port shape (yosys's ``memory_libmap`` mixes shapes so: 11 x 8192 is 4 blocks of 9 x 2048 and
+    one of 2 x 8192)."""
+    best = [0] * (width + 1)
+    for w in range(1, width + 1):
+        best[w] = min(math.ceil(depth / d) + best[max(0, w - sw)] for sw, d in shapes)
+    return best[width]
 
 
 @dataclass(frozen=True)

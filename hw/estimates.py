@@ -18,7 +18,6 @@ Pure analysis functions of ``dataflow.onnx`` (they never change the graph), call
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -26,7 +25,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.errors import UnsupportedGraphError
-from bnnflow.hw.boards import Fabric
+from bnnflow.hw.boards import Fabric, blocks
 from bnnflow.hw.ops.base import DOMAIN, HWOp, Memory
 from bnnflow.nodes import node_ref
 
@@ -53,18 +52,7 @@ def memory_cost(memory: Memory, fabric: Fabric) -> tuple[int, int]:
     width = memory.width if memory.used_width is None else memory.used_width  # what synthesis keeps of a word
     if memory.width * memory.depth <= LUTROM_MAX_BITS or memory.asynchronous:  # the RTL's rule, on its declared size
         return 0, memory.count * math.ceil(width * memory.depth / fabric.rom_bits_per_lut)
-    return memory.count * _blocks(width, memory.depth, fabric.ram_shapes), 0
-
-
-@functools.lru_cache(maxsize=4096)
-def _blocks(width: int, depth: int, shapes: tuple[tuple[int, int], ...]) -> int:
-    """The fewest blocks that hold ``width`` x ``depth`` bits: slices of the width side by side, each slice in the
-    blocks of one port shape (yosys's ``memory_libmap`` mixes shapes so: 11 x 8192 is 4 blocks of 9 x 2048 and
-    one of 2 x 8192)."""
-    best = [0] * (width + 1)
-    for w in range(1, width + 1):
-        best[w] = min(math.ceil(depth / d) + best[max(0, w - sw)] for sw, d in shapes)
-    return best[width]
+    return memory.count * blocks(width, memory.depth, fabric.ram_shapes), 0
 
 
 def layer_estimate(node, op: HWOp, fabric: Fabric, model: ModelWrapper | None = None) -> dict[str, Any]:
@@ -121,9 +109,10 @@ def join_fifo_estimate(model: ModelWrapper, fabric: Fabric) -> dict[str, int]:
     """The FIFOs the RTL puts before residual joins (``bnnflow.hw.rtl.fifos``), which belong to no single op."""
     from bnnflow.hw.rtl.fifos import join_fifo_memories  # the RTL's layers are built from this module's hw_ops
 
-    memories = join_fifo_memories(model)
+    fifos = join_fifo_memories(model)
+    memories = [memory for fifo in fifos for memory in fifo]
     costs = [memory_cost(memory, fabric) for memory in memories]
-    return {"count": len(memories), "ram_blocks": sum(c[0] for c in costs), "luts": sum(c[1] for c in costs),
+    return {"count": len(fifos), "ram_blocks": sum(c[0] for c in costs), "luts": sum(c[1] for c in costs),
             "memory_bits": sum(memory.bits for memory in memories)}
 
 

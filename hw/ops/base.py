@@ -21,6 +21,8 @@ from qonnx.core.datatype import DataType
 from qonnx.custom_op.base import CustomOp
 from qonnx.util.basic import get_by_name
 
+from bnnflow.hw.boards import ECP5, blocks
+
 DOMAIN = "bnnflow.hw"
 
 
@@ -241,20 +243,27 @@ class VectorStreamOp(ChannelStreamOp):
         return math.prod(self.get_nodeattr("numInputVectors")) * self.channel_folds()
 
 
-#: words per bank of a deep ROM (bnn_mvtu's weights, bnn_thr_search's levels): one 2048 x 9 block RAM per 9 bits of
-#: width on ECP5; narrower ROMs get deeper banks (``rom_bank_depth``)
-ROM_BANK_DEPTH = 2048
-#: bits of one 18 Kbit block without its parity bits: a bank of a ROM narrower than 9 bits fills one block
-_BLOCK_DATA_BITS = 16384
+def bank_depth(width: int, words: int) -> int:
+    """Words per bank of a deep memory of ``words`` words of ``width`` bits (bnn_mvtu's weights, bnn_thr_search's
+    levels, bnn_stream_fifo's RAM), which the RTL reads bank by bank, registering each bank's output before one is
+    selected: a block RAM's data comes late in its cycle, and a multiplexer between it and a register limits the
+    clock. A bank is as deep as synthesis can map with blocks side by side only, every other mapping, with blocks
+    stacked behind a multiplexer, costing more (``_stacking_costs_more``); of those depths, the one that holds the
+    most words per block, the shallowest on a tie: 36 x 512 for wide words, 18 x 1024 for 10 to 18 bits, 9 x 2048
+    for 5 to 9, ...; fewer words when the memory is smaller (a 1-word memory: 2)."""
+    depths = sorted({d for _, d in ECP5.ram_shapes})
+    safe = [d for d in depths if _stacking_costs_more(width, d)]
+    best = min(safe, key=lambda d: blocks(width, d, ECP5.ram_shapes) / d)
+    return min(best, 1 << max(1, (words - 1).bit_length()))
 
 
-def rom_bank_depth(width: int, words: int) -> int:
-    """Words per bank of a ROM of ``words`` words of ``width`` bits, which the RTL reads bank by bank, registering
-    each bank's output before selecting one (a block RAM's data comes late; a multiplexer on it would limit the
-    clock): ROM_BANK_DEPTH, or as many as one block holds at that width (16384 x 1, 8192 x 2, 4096 x 4), a power of
-    two; fewer when the ROM is smaller (a 1-word ROM: 2)."""
-    depth = max(ROM_BANK_DEPTH, 1 << max(1, _BLOCK_DATA_BITS // width).bit_length() - 1)
-    return min(depth, 1 << max(1, (words - 1).bit_length()))
+def _stacking_costs_more(width: int, depth: int) -> bool:
+    """Whether every ECP5 mapping of ``width`` x ``depth`` bits that stacks a shallower shape (a slice of the width
+    in blocks one behind another) takes more blocks than the best one without."""
+    shapes = ECP5.ram_shapes
+    flat = blocks(width, depth, tuple(s for s in shapes if s[1] >= depth))
+    stacked = [-(-depth // d) + blocks(max(0, width - w), depth, shapes) for w, d in shapes if d < depth]
+    return all(cost > flat for cost in stacked)
 
 
 #: up to this many thresholds a unit compares them all at once (a 4-bit output: 15 comparators per channel); more,
@@ -284,9 +293,12 @@ def threshold_memories(thresholds: int, acc_bits: int, channels: int, pe: int, r
         return [Memory(width, channels // pe, used_width=None if range_bits is None else pe * thresholds * range_bits)]
     levels = math.ceil(math.log2(thresholds + 1))
     mems = []
-    for level in range(levels):  # in banks (``rom_bank_depth``); a 1-word memory is 2 words deep
+    for level in range(levels):  # in banks; a 1-word memory is 2 words deep
         depth = (channels // pe) << level
-        bank = rom_bank_depth(acc_bits, depth)
+        bank = bank_depth(range_bits or acc_bits, depth)
+        if used is not None:  # as many banks as the RTL wrote files: each but the last a power of two deep
+            banks = sum(1 for key in used if key.startswith(f"{name}_search_{level:02d}_000_"))
+            bank = 1 << max(1, (-(-depth // banks) - 1).bit_length())
         for start in range(0, depth, bank):
             words = max(2, min(bank, depth - start))
             if used is None:

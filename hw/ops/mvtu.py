@@ -34,6 +34,7 @@ from bnnflow.hw.ops.base import (
     HWOp,
     Memory,
     as_float,
+    bank_depth,
     divides,
     divisors,
     first_bad,
@@ -41,7 +42,6 @@ from bnnflow.hw.ops.base import (
     frame,
     grouped,
     positive,
-    rom_bank_depth,
     threshold_compare_luts,
     threshold_memories,
     threshold_problems,
@@ -211,11 +211,11 @@ class MVTU(HWOp):
         if model is not None and model.get_initializer(self.onnx_node.input[1]) is not None:
             used = rom_used_bits(model, self.onnx_node)
             acc = mvtu_accumulator(model, self.onnx_node, self)[0]
-        # the weight ROM: words of all PE lanes' SIMD weights, in banks (``rom_bank_depth``; the last one
+        # the weight ROM: words of all PE lanes' SIMD weights, in banks (``bank_depth``; the last one
         # shorter, a 1-word ROM 2 words deep)
         depth = sf * nf
         width = pe * simd * self.weight_bits()
-        bank = rom_bank_depth(width, depth)
+        bank = bank_depth(width, depth)
         mems = grouped([Memory(width, max(2, min(bank, depth - start)),
                                used_width=None if used is None else used[f"{name}_weights_{start // bank:02d}.hex"])
                         for start in range(0, depth, bank)])

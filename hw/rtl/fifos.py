@@ -23,7 +23,7 @@ import math
 from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import UnsupportedGraphError
-from bnnflow.hw.ops.base import Memory
+from bnnflow.hw.ops.base import Memory, bank_depth, grouped
 from bnnflow.hw.rtl.layers import Layer, layers_of, stream_of
 
 #: beats a join FIFO holds beyond the difference of its branches: the join's handshake and rounding
@@ -63,23 +63,25 @@ def join_fifo_depths(model: ModelWrapper, layers: list[Layer]) -> dict[tuple[str
     return depths
 
 
-def join_fifo_memories(model: ModelWrapper) -> list[Memory]:
-    """The join FIFOs the RTL of ``model`` at its current folding gets, as memories (for the estimates and the
-    board fit); none for a graph the RTL generator refuses (it has no RTL to count)."""
+def join_fifo_memories(model: ModelWrapper) -> list[list[Memory]]:
+    """The join FIFOs the RTL of ``model`` at its current folding gets, each as its memories (for the estimates and
+    the board fit); none for a graph the RTL generator refuses (it has no RTL to count)."""
     try:
         layers = layers_of(model, None)
     except UnsupportedGraphError:
         return []
     formats = {layer.name: layer.input_formats for layer in layers}
-    return [stream_fifo_memory(formats[name][port].width, depth)
+    return [stream_fifo_memories(formats[name][port].width, depth)
             for (name, port), depth in join_fifo_depths(model, layers).items()]
 
 
-def stream_fifo_memory(width: int, depth: int) -> Memory:
-    """The memory of a ``bnn_stream_fifo`` of ``depth`` beats: block RAM of ``depth - 2`` beats (two more in its
-    output registers) when that is over ``LUTROM_MAX_BITS``, else LUT RAM of ``depth`` beats read asynchronously."""
+def stream_fifo_memories(width: int, depth: int) -> list[Memory]:
+    """The memories of a ``bnn_stream_fifo`` of ``depth`` beats: when its ``depth - 2`` beats of RAM hold over
+    ``LUTROM_MAX_BITS``, that RAM in banks of ``bank_depth`` words (the last one shorter; the skid at its output is
+    a few LUTs), else LUT RAM of ``depth`` beats read asynchronously."""
     from bnnflow.hw.estimates import LUTROM_MAX_BITS  # the estimates import this module's callers
 
     if depth >= 16 and (depth - 2) * width > LUTROM_MAX_BITS:
-        return Memory(width, depth - 2)
-    return Memory(width, depth, asynchronous=True)
+        bank = bank_depth(width, depth - 2)
+        return grouped([Memory(width, max(2, min(bank, depth - 2 - start))) for start in range(0, depth - 2, bank)])
+    return [Memory(width, depth, asynchronous=True)]

@@ -29,6 +29,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.check import check_dataflow
+from bnnflow.hw.ops.base import bank_depth
 from bnnflow.hw.rtl.fifos import join_fifo_depths
 from bnnflow.hw.rtl.layers import Layer, layers_of, stream_of
 from bnnflow.hw.rtl.stream import StreamFormat
@@ -75,7 +76,10 @@ class Edge:
 
 
 def _verilog_value(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(int(value))
+    """A parameter's literal: a string, an integer, or above 32 bits a 64-bit hex literal (SEARCH_BANKS)."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(int(value)) if int(value) < 2**31 else f"64'h{int(value):x}"
 
 
 def _wire(tensor: str) -> str:
@@ -147,8 +151,9 @@ def top_module(layers: list[Layer], edges: dict[tuple[str, int], Edge], input_te
             if edge.fifo_depth:
                 fifo = f"s_{tag}_fifo"
                 body.append(_wires(fifo, target.width))
-                body.append(_instance("bnn_stream_fifo", f"fifo_{tag}", {"WIDTH": target.width,
-                                                                         "DEPTH": edge.fifo_depth},
+                params = {"WIDTH": target.width, "DEPTH": edge.fifo_depth,
+                          "BANK": bank_depth(target.width, max(2, edge.fifo_depth - 2))}
+                body.append(_instance("bnn_stream_fifo", f"fifo_{tag}", params,
                                       [("in", [src]), ("out", [fifo])]))
                 src = fifo
             ports.append(("in" if port == 0 else f"in{port + 1}", [src]))

@@ -23,7 +23,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.estimates import hw_ops
-from bnnflow.hw.ops.base import PARALLEL_THRESHOLDS, rom_bank_depth
+from bnnflow.hw.ops.base import PARALLEL_THRESHOLDS, bank_depth
 from bnnflow.hw.rtl.stream import StreamFormat, encode, write_hex
 
 
@@ -109,18 +109,20 @@ def _search_levels(op) -> int:
 
 def _search_roms(folder: Path, prefix: str, thresholds: np.ndarray, pe: int, levels: int, top: int,
                  acc_w: int) -> tuple[list[str], int]:
-    """The memories of a threshold search (``bnn_thr_search``) and the words per bank (its BANK_DEPTH): per level s
-    and PE lane p, word nf * 2^s + i holding threshold (2i + 1) * 2^(levels-1-s) - 1 of channel nf*PE + p's sorted
+    """The memories of a threshold search (``bnn_thr_search``) and its BANK_LOG2 (4 bits a level): per level s and
+    PE lane p, word nf * 2^s + i holding threshold (2i + 1) * 2^(levels-1-s) - 1 of channel nf*PE + p's sorted
     thresholds, padded to 2^levels - 1 with ``top`` (above every reachable value, so it never counts), in banks
-    (``rom_bank_depth``), bank b in ``prefix_ss_ppp_bb.hex``."""
+    (``bank_depth`` of the bits that vary over the level: synthesis keeps only those, and a requantization's
+    shared thresholds vary in few bits near the root), bank b in ``prefix_ss_ppp_bb.hex``."""
     channels, n_thr = thresholds.shape
     tree = np.full((channels, (1 << levels) - 1), top, dtype=np.int64)
     tree[:, :n_thr] = np.sort(thresholds, axis=1)
     nf = channels // pe
-    files = []
+    files, log2 = [], 0
     for s in range(levels):
         nodes = (2 * np.arange(1 << s) + 1) * (1 << (levels - 1 - s)) - 1
-        bank = rom_bank_depth(acc_w, nf << s)
+        bank = bank_depth(max(1, used_bits(tree[:, nodes].reshape(-1, 1), acc_w)), nf << s)
+        log2 |= (bank.bit_length() - 1) << (4 * s)
         for p in range(pe):
             words = tree[np.arange(nf) * pe + p][:, nodes].reshape(-1, 1)
             for b in range(0, len(words), bank):
@@ -128,7 +130,7 @@ def _search_roms(folder: Path, prefix: str, thresholds: np.ndarray, pe: int, lev
                 if len(rows) == 1:  # a 1-word memory is declared 2 words deep, and $readmemh expects every word
                     rows = np.concatenate([rows, rows])
                 files.append(_rom(folder, f"{prefix}_{s:02d}_{p:03d}_{b // bank:02d}.hex", rows, 1, acc_w, True))
-    return files, rom_bank_depth(acc_w, nf << (levels - 1))
+    return files, log2
 
 
 def _out_fifo_depth(stages: int, room: int, smallest: int) -> int:
@@ -187,8 +189,8 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
     pad = corrections is not None
     # word (nf, sf), lane (p, s) holds the weight of input sf*SIMD + s for output channel nf*PE + p
     words = codes.reshape(sf, simd, nf, pe).transpose(2, 0, 3, 1).reshape(nf * sf, pe * simd)
-    # bnn_mvtu reads the weights in banks (rom_bank_depth)
-    bank = rom_bank_depth(pe * simd * w_bits, nf * sf)
+    # bnn_mvtu reads the weights in banks (bank_depth)
+    bank = bank_depth(pe * simd * w_bits, nf * sf)
     roms = []
     for b in range(0, nf * sf, bank):
         rows = words[b: b + bank]
@@ -212,9 +214,9 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
               "OUT_BITS": out_bits, "OUT_BIAS": op.get_nodeattr("outputBias"), "WBANK_DEPTH": bank,
               "WEIGHT_FILE": f"{node.name}_weights"}
     if n_thr and levels:
-        files, bank = _search_roms(folder, f"{node.name}_search", clipped, pe, levels, high + 1, acc_w)
+        files, banks = _search_roms(folder, f"{node.name}_search", clipped, pe, levels, high + 1, acc_w)
         roms += files
-        params.update(SEARCH=levels, SEARCH_BANK=bank, SEARCH_FILE=f"{node.name}_search")
+        params.update(SEARCH=levels, SEARCH_BANKS=banks, SEARCH_FILE=f"{node.name}_search")
     elif n_thr:
         roms.append(_rom(folder, f"{node.name}_thresholds.hex", clipped.reshape(nf, pe * n_thr), pe * n_thr, acc_w,
                          True))
@@ -295,8 +297,8 @@ def _thresholding(folder: Path, model: ModelWrapper, node, op) -> Layer:
               "OUT_BITS": out_bits, "OUT_BIAS": op.get_nodeattr("outputBias")}
     levels = _search_levels(op)
     if levels:
-        roms, bank = _search_roms(folder, f"{node.name}_search", clipped, pe, levels, high + 1, acc_w)
-        params.update(SEARCH=levels, SEARCH_BANK=bank, SEARCH_FILE=f"{node.name}_search")
+        roms, banks = _search_roms(folder, f"{node.name}_search", clipped, pe, levels, high + 1, acc_w)
+        params.update(SEARCH=levels, SEARCH_BANKS=banks, SEARCH_FILE=f"{node.name}_search")
     else:
         roms = [_rom(folder, f"{node.name}_thresholds.hex", clipped.reshape(c // pe, pe * n_thr), pe * n_thr, acc_w,
                      True)]

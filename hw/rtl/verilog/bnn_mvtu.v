@@ -56,7 +56,7 @@ module bnn_mvtu #(
     parameter integer SEARCH = 0,
     parameter WEIGHT_FILE = "weights",
     /* verilator lint_off UNUSEDPARAM */  // each file, and the bank depth, is read only in the mode that has it
-    parameter integer SEARCH_BANK = 2048,
+    parameter [63:0] SEARCH_BANKS = {16{4'd11}},
     parameter THRESH_FILE = "thresholds.hex",
     parameter CORR_FILE = "corrections.hex",
     parameter ROW_FILE = "rows.hex",
@@ -493,7 +493,7 @@ module bnn_mvtu #(
     generate
         if (N_THR > 0) begin : g_thr
             bnn_thr_count #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .N_THR(N_THR), .OUT_BITS(OUT_BITS), .OUT_BIAS(OUT_BIAS),
-                            .SEARCH(SEARCH), .SEARCH_BANK(SEARCH_BANK), .THRESH_FILE(THRESH_FILE),
+                            .SEARCH(SEARCH), .SEARCH_BANKS(SEARCH_BANKS), .THRESH_FILE(THRESH_FILE),
                             .SEARCH_FILE(SEARCH_FILE)) u_thr (
                 .clk(clk), .rst(rst), .in_nf_early(nf_pre), .in_nf(nfv), .in_value(val), .in_valid(vv),
                 .out_code(o5), .out_valid(v5));

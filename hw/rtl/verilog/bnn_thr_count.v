@@ -6,8 +6,8 @@
 // word nf lane p threshold i at [(p*N_THR + i)*ACC_W] for channel nf*PE + p. They are read into a register a
 // cycle ahead of the value (in_nf_early: the fold of the value arriving on the next cycle), then compared,
 // counted and registered: LATENCY = 1 cycle after the value. More are searched (SEARCH = the levels of the
-// search tree) by bnn_thr_search from the memories SEARCH_FILE_ss_ppp_bb.hex (banks of SEARCH_BANK words), with
-// the value's fold in_nf: LATENCY = 4 * SEARCH.
+// search tree) by bnn_thr_search from the memories SEARCH_FILE_ss_ppp_bb.hex (level s in banks of
+// 2^SEARCH_BANKS[4s+3:4s] words), with the value's fold in_nf: LATENCY = 4 * SEARCH.
 `default_nettype none
 
 module bnn_thr_count #(
@@ -19,7 +19,7 @@ module bnn_thr_count #(
     parameter integer OUT_BIAS = 0,
     parameter integer SEARCH = 0,
     /* verilator lint_off UNUSEDPARAM */  // each file, and the bank depth, is read only in the mode that has it
-    parameter integer SEARCH_BANK = 2048,
+    parameter [63:0] SEARCH_BANKS = {16{4'd11}},
     parameter THRESH_FILE = "thresholds.hex",
     parameter SEARCH_FILE = "search"
     /* verilator lint_on UNUSEDPARAM */
@@ -39,7 +39,7 @@ module bnn_thr_count #(
     generate
         if (SEARCH > 0) begin : g_search
             bnn_thr_search #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .LEVELS(SEARCH), .OUT_BITS(OUT_BITS),
-                             .OUT_BIAS(OUT_BIAS), .BANK_DEPTH(SEARCH_BANK), .SEARCH_FILE(SEARCH_FILE)) u_search (
+                             .OUT_BIAS(OUT_BIAS), .BANK_LOG2(SEARCH_BANKS), .SEARCH_FILE(SEARCH_FILE)) u_search (
                 .clk(clk), .rst(rst), .in_value(in_value), .in_nf(in_nf), .in_valid(in_valid),
                 .out_code(out_code), .out_valid(out_valid));
         end else begin : g_parallel

@@ -6,8 +6,8 @@
 // never count): a binary search, one compare stage per level of the search tree. Stage s reads the node of its
 // level that the earlier stages chose from a memory of that level's thresholds, one threshold a word: word
 // nf * 2^s + i holds, for channel nf*PE + p, the sorted threshold number (2i + 1) * 2^(LEVELS-1-s) - 1 (the middle
-// of the i-th range of its level). A level's memory sits in banks of BANK_DEPTH words (the last one shorter), lane
-// p's bank bb of level s in the file SEARCH_FILE_ss_ppp_bb.hex, so no block RAM's output goes through a
+// of the i-th range of its level). Level s's memory sits in banks of 2^BANK_LOG2[4s+3:4s] words (the last one
+// shorter), lane p's bank bb in the file SEARCH_FILE_ss_ppp_bb.hex, so no block RAM's output goes through a
 // multiplexer before a register: a block RAM's data comes late in its cycle. A stage is four registers: the banks'
 // read, a register on each bank's output, the bank selected, then the compare, which shifts one bit into the
 // lane's count. The output is OUT_BIAS plus the count, LATENCY = 4 * LEVELS cycles after the input; one value a
@@ -21,7 +21,7 @@ module bnn_thr_search #(
     parameter integer LEVELS = 8,
     parameter integer OUT_BITS = 8,
     parameter integer OUT_BIAS = 0,
-    parameter integer BANK_DEPTH = 2048,
+    parameter [63:0] BANK_LOG2 = {16{4'd11}},  // level s: banks of 2^BANK_LOG2[4s+3:4s] words
     parameter SEARCH_FILE = "search"
 ) (
     input  wire                     clk,
@@ -58,7 +58,8 @@ module bnn_thr_search #(
             localparam [7:0] S1 = S1_I[7:0];
             localparam [7:0] S0 = S0_I[7:0];
             // the level's banks: BD words each (a power of two), NB of them, selected by the address's top bits
-            localparam integer BW = AW < $clog2(BANK_DEPTH) ? AW : $clog2(BANK_DEPTH);
+            localparam integer LB = {28'd0, BANK_LOG2[4*s +: 4]};
+            localparam integer BW = AW < LB ? AW : LB;
             localparam integer NB = (D + (1 << BW) - 1) / (1 << BW);
             localparam integer SW = NB > 1 ? $clog2(NB) : 1;
             wire [PE*ACC_W-1:0] x = xs[s*PE*ACC_W +: PE*ACC_W];

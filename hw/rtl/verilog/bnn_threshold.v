@@ -20,7 +20,7 @@ module bnn_threshold #(
     parameter integer SIGNS = 0,
     parameter integer SEARCH = 0,
     /* verilator lint_off UNUSEDPARAM */  // each file, and the bank depth, is read only in the mode that has it
-    parameter integer SEARCH_BANK = 2048,
+    parameter [63:0] SEARCH_BANKS = {16{4'd11}},
     parameter THRESH_FILE = "thresholds.hex",
     parameter SIGN_FILE = "signs.hex",
     parameter SEARCH_FILE = "search"
@@ -104,7 +104,7 @@ module bnn_threshold #(
     wire [PE*OUT_BITS-1:0] result;
     wire result_valid;
     bnn_thr_count #(.PE(PE), .NF(NF), .ACC_W(ACC_W), .N_THR(N_THR), .OUT_BITS(OUT_BITS), .OUT_BIAS(OUT_BIAS),
-                    .SEARCH(SEARCH), .SEARCH_BANK(SEARCH_BANK), .THRESH_FILE(THRESH_FILE),
+                    .SEARCH(SEARCH), .SEARCH_BANKS(SEARCH_BANKS), .THRESH_FILE(THRESH_FILE),
                     .SEARCH_FILE(SEARCH_FILE)) u_thr (
         .clk(clk), .rst(rst), .in_nf_early(nf), .in_nf(nf1), .in_value(xv), .in_valid(v1),
         .out_code(result), .out_valid(result_valid));

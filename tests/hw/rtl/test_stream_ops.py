@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 from qonnx.core.modelwrapper import ModelWrapper
 
-from bnnflow.hw.estimates import timing
+from bnnflow.hw.boards import ECP5
+from bnnflow.hw.estimates import memory_cost, timing
+from bnnflow.hw.ops.base import bank_depth
 from bnnflow.hw.rtl import cosim, verilator
+from bnnflow.hw.rtl.fifos import stream_fifo_memories
 from bnnflow.hw.rtl.generate import ACCEL_TOP, RtlDesign, generate_rtl, library_file
 from bnnflow.hw.rtl.stream import StreamFormat
 from bnnflow.hw.simulator import Simulator
@@ -210,9 +213,10 @@ def test_fork_join_of_unequal_branches_never_deadlocks(tmp_path: Path, case: str
         assert np.array_equal(run.outputs, expected), (seed, p_valid, p_ready)
 
 
-#: the FIFOs of the chain: one beat (its ready passes through), two and five beats (LUT RAM), 60 beats of 72 bits and
-#: 300 beats (block RAM: a synchronous read, then the read and output registers)
-FIFO_DEPTHS = [1, 2, 5, 60, 300]
+#: the FIFOs of the chain, (depth, words per bank): one beat (its ready passes through), two and five beats (LUT
+#: RAM), 60 beats of 72 bits and 300 beats (block RAM: a synchronous read, then the banks' registers and the skid),
+#: 700 beats in banks of 256 words (three banks, the last one shorter)
+FIFO_DEPTHS = [(1, 2048), (2, 2048), (5, 2048), (60, 2048), (300, 2048), (700, 256)]
 
 
 def test_stream_fifos_of_every_kind_pass_every_beat_at_one_a_cycle(tmp_path: Path) -> None:
@@ -224,11 +228,11 @@ def test_stream_fifos_of_every_kind_pass_every_beat_at_one_a_cycle(tmp_path: Pat
     fmt = StreamFormat(9, 8, False, 50)
     wires = ["in", *(f"s{i}" for i in range(len(FIFO_DEPTHS) - 1)), "out"]
     body = [f"    wire [{fmt.width - 1}:0] {w}_data;\n    wire {w}_valid;\n    wire {w}_ready;" for w in wires[1:-1]]
-    for i, depth in enumerate(FIFO_DEPTHS):
+    for i, (depth, bank) in enumerate(FIFO_DEPTHS):
         a, b = wires[i], wires[i + 1]
-        body.append(f"    bnn_stream_fifo #(.WIDTH({fmt.width}), .DEPTH({depth})) u_f{i} (.clk(clk), .rst(rst), "
-                    f".in_data({a}_data), .in_valid({a}_valid), .in_ready({a}_ready), .out_data({b}_data), "
-                    f".out_valid({b}_valid), .out_ready({b}_ready));")
+        body.append(f"    bnn_stream_fifo #(.WIDTH({fmt.width}), .DEPTH({depth}), .BANK({bank})) u_f{i} "
+                    f"(.clk(clk), .rst(rst), .in_data({a}_data), .in_valid({a}_valid), .in_ready({a}_ready), "
+                    f".out_data({b}_data), .out_valid({b}_valid), .out_ready({b}_ready));")
     (folder / f"{ACCEL_TOP}.v").write_text(
         f"`default_nettype none\nmodule {ACCEL_TOP} (\n    input wire clk,\n    input wire rst,\n"
         f"    input wire [{fmt.width - 1}:0] in_data,\n    input wire in_valid,\n    output wire in_ready,\n"
@@ -245,15 +249,19 @@ def test_stream_fifos_of_every_kind_pass_every_beat_at_one_a_cycle(tmp_path: Pat
     assert cosim.measured_cycles_per_frame(steady.frame_cycles) == fmt.beats
 
 
-@pytest.mark.parametrize(("width", "depth", "block_rams"), [(128, 2048, 15), (16, 12, 0)])
+@pytest.mark.parametrize(("width", "depth", "block_rams"), [(128, 2048, 16), (12, 3000, 3), (16, 12, 0)])
 def test_deep_stream_fifos_map_to_block_ram_on_ecp5(tmp_path: Path, width: int, depth: int, block_rams: int) -> None:
-    """yosys synth_ecp5: a 2048-beat FIFO of 128 bits is block RAM (2046 words of the RAM need 15 DP16KD of 2048 x 9),
-    a 12-beat one LUT RAM."""
+    """yosys synth_ecp5, in banks of ``bank_depth`` words, as the estimate counts them: a 2048-beat FIFO of 128 bits
+    is block RAM (2046 words of the RAM: 4 banks of 512 words, 4 DP16KD of 36 x 512 each), 3000 of 12 bits 3 banks
+    of 18 x 1024, a 12-beat one LUT RAM."""
     from bnnflow.hw.toolchain import run_tool
 
+    assert sum(memory_cost(m, ECP5)[0] for m in stream_fifo_memories(width, depth)) == block_rams
     source = tmp_path / "bnn_stream_fifo.v"
     source.write_text(library_file("bnn_stream_fifo.v").read_text())
-    script = (f"read_verilog {source.name}; chparam -set WIDTH {width} -set DEPTH {depth} bnn_stream_fifo; "
+    bank = bank_depth(width, max(2, depth - 2))
+    script = (f"read_verilog {source.name}; chparam -set WIDTH {width} -set DEPTH {depth} -set BANK {bank} "
+              "bnn_stream_fifo; "
               "synth_ecp5 -top bnn_stream_fifo; tee -o stat.txt stat")
     run_tool("yosys", ["-q", "-p", script], tmp_path / "yosys.log", tmp_path)
     cells = dict((name, int(count)) for count, name in re.findall(r"^\s+(\d+)\s+(\w+)$", (tmp_path / "stat.txt").read_text(),

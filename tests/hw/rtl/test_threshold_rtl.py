@@ -13,9 +13,9 @@ from qonnx.core.datatype import DataType
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.hw.estimates import hw_ops
-from bnnflow.hw.ops.base import Memory
+from bnnflow.hw.ops.base import Memory, bank_depth
 from bnnflow.hw.rtl.generate import generate_rtl
-from bnnflow.hw.rtl.layers import _rtl_gap
+from bnnflow.hw.rtl.layers import _rtl_gap, used_bits
 from bnnflow.hw.simulator import Simulator
 from tests.hw.conftest import graph_of, hw_node
 from tests.hw.rtl.test_rtl import check_design, random_inputs
@@ -213,22 +213,27 @@ def test_search_memories_are_what_the_estimate_model_says(tmp_path: Path) -> Non
 
 
 def test_deep_search_levels_are_banked(tmp_path: Path) -> None:
-    """A level deeper than a bank is split into banks of ``rom_bank_depth`` words, the last one shorter, which
-    together hold the level's words in order; memories() lists the banks."""
+    """A level deeper than a bank is split into banks of ``bank_depth`` words for the bits that vary over the level
+    (SEARCH_BANKS, 4 bits a level), the last one shorter, which together hold the level's words in order;
+    memories() lists the banks."""
     model = _thresholding(**THRESHOLDINGS["search-255-banked"], seed=1)
     (node, op), = hw_ops(model)
     design = generate_rtl(model, tmp_path / "rtl")
     params = design.layers[0].params
-    assert params["SEARCH_BANK"] == 2048
-    one_file = []
+    expected = []
     for level in range(8):
+        bank = 1 << (params["SEARCH_BANKS"] >> 4 * level & 15)
         banks = sorted((tmp_path / "rtl").glob(f"{node.name}_search_{level:02d}_000_*.hex"))
-        sizes = [len(bank.read_text().split()) for bank in banks]
-        assert sum(sizes) == 40 << level and all(size <= 2048 for size in sizes)
-        one_file.append(len(banks) == 1)
-    assert one_file == [True] * 6 + [False, False]
+        words = [b.read_text().split() for b in banks]
+        varying = used_bits(np.array([int(w, 16) for bank_words in words for w in bank_words]).reshape(-1, 1),
+                            params["ACC_W"])
+        assert bank == bank_depth(varying, 40 << level)
+        whole, rest = divmod(40 << level, bank)
+        assert [len(w) for w in words] == [bank] * whole + ([rest] if rest else []), level
+        expected += [len(w) for w in words]
+    assert len(expected) > 8  # some levels are banked
     depths = sorted(m.depth for m in op.memories(model) if m.width == params["ACC_W"] for _ in range(m.count))
-    assert depths == sorted([40 << level for level in range(6)] + [2048, 512, 2048, 2048, 1024])
+    assert depths == sorted(expected)
 
 
 def test_zero_padded_binary_conv_end_to_end(tmp_path: Path) -> None:
