@@ -80,6 +80,7 @@ module bnn_pool #(
     reg [OXW-1:0] ox;
     reg [OYW-1:0] oy;
     reg [RW-1:0] obase;  // ox * CF
+    reg [RW-1:0] idx;  // obase + cf: the word of the row the entering beat updates
     wire end_cf = cf == CF_LAST;
     wire end_kx = end_cf && kx == KX_LAST;
     wire end_x = end_cf && x == X_LAST;
@@ -89,6 +90,7 @@ module bnn_pool #(
     reg [IW-1:0] d1;
     reg [RW-1:0] idx1;
     reg v1, first1, emit1;
+    wire [RW-1:0] obase_next = end_x ? {RW{1'b0}} : end_kx ? obase + CF_STEP : obase;
 
     always @(posedge clk) begin
         if (rst) begin
@@ -100,17 +102,15 @@ module bnn_pool #(
             ox <= 0;
             oy <= 0;
             obase <= 0;
+            idx <= 0;
         end else if (in_fire) begin
+            idx <= obase_next + (end_cf ? {RW{1'b0}} : {{(RW - CFW){1'b0}}, cf} + 1'b1);
             cf <= end_cf ? 0 : cf + 1'b1;
             if (end_cf) x <= end_x ? 0 : x + 1'b1;
             if (end_cf) kx <= (end_kx || end_x) ? 0 : kx + 1'b1;
-            if (end_x) begin
-                ox <= 0;
-                obase <= 0;
-            end else if (end_kx) begin
-                ox <= ox + 1'b1;
-                obase <= obase + CF_STEP;
-            end
+            obase <= obase_next;
+            if (end_x) ox <= 0;
+            else if (end_kx) ox <= ox + 1'b1;
             if (end_x) y <= end_y ? 0 : y + 1'b1;
             if (end_x) ky <= (end_ky || end_y) ? 0 : ky + 1'b1;
             if (end_y) oy <= 0;
@@ -120,17 +120,20 @@ module bnn_pool #(
 
     always @(posedge clk) begin
         d1 <= in_data;
-        idx1 <= obase + {{(RW - CFW){1'b0}}, cf};
+        idx1 <= idx;
         v1 <= in_fire && ox != OX_END && oy != OY_END && !rst;
         first1 <= kx == 0 && ky == 0;
         emit1 <= kx == KX_LAST && ky == KY_LAST;
     end
 
-    // read-modify-write of the running maxima or sums in one cycle (an asynchronous read), so back-to-back beats of
-    // the same window see each other's result without forwarding logic
+    // the running maxima or sums: a beat's word is read as it enters, from a registered index (a deep LUT RAM's
+    // read multiplexers and the adder after them would not fit one cycle at 100 MHz), and updated the cycle after;
+    // a beat entering while the one before updates its word takes the update (back-to-back beats of one window
+    // when CF = 1)
     (* ram_style = `BNNFLOW_LUT_RAM *) reg [W-1:0] row [0:ROW-1];  // read asynchronously: LUT RAM
-    wire [W-1:0] prev = row[idx1];
+    reg [W-1:0] prev;
     wire [W-1:0] m;
+    always @(posedge clk) prev <= v1 && idx1 == idx ? m : row[idx];
     genvar p;
     generate
         for (p = 0; p < PE; p = p + 1) begin : g_lane
