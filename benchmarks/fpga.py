@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"{r['fps_per_1000_luts']:>10,.0f}{finn_text:>10}{ratio:>11}  {r['cosim_mismatches']} of "
               f"{r['cosim_frames']} differ")
     print("FINN: published frames/s (tfc, cnv) or FINN's own estimate at the same folding (resnet20s with --finn)")
+    for r in results:
+        if r.get("finn_estimated_luts") is not None:
+            print(f"{r['network']}: FINN estimates {r['finn_estimated_luts']:,.0f} LUT (Xilinx LUT6) and "
+                  f"{r['finn_estimated_bram_18k']:,.0f} BRAM_18K at this folding; we place {r['luts']:,} LUT4 and "
+                  f"{r['ram_blocks']} DP16KD")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fpga.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

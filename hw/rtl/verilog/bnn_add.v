@@ -34,12 +34,10 @@ module bnn_add #(
                                              : (B_BITS > OUT_BITS ? B_BITS : OUT_BITS)) + 2;
     localparam integer STAGES = 1;  // the output register
     localparam integer DEPTH = 4;
-    localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer ROOM_I = DEPTH - STAGES;
-    localparam [CW-1:0] ROOM = ROOM_I[CW-1:0];
 
-    wire [CW-1:0] count;
-    wire room = count < ROOM;
+    wire has_room;  // the output FIFO holds fewer than ROOM beats (a register)
+    wire room = has_room;
     assign in_ready = room && in2_valid;
     assign in2_ready = room && in_valid;
     wire fire = in_valid && in2_valid && room;
@@ -77,9 +75,9 @@ module bnn_add #(
         v1 <= fire && !rst;
     end
 
-    bnn_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(DEPTH)) u_out (
+    bnn_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(DEPTH), .ROOM(ROOM_I)) u_out (
         .clk(clk), .rst(rst), .in_data(o1), .in_valid(v1),
-        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
+        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .room(has_room));
 endmodule
 
 `default_nettype wire

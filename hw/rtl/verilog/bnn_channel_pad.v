@@ -33,18 +33,16 @@ module bnn_channel_pad #(
     localparam integer JW = $clog2(OF + 2);  // holds IN_END (up to OF) with a value to spare
     localparam integer STAGES = 1;  // the output register
     localparam integer DEPTH = 4;
-    localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer ROOM_I = DEPTH - STAGES;
     localparam integer OF_LAST_I = OF - 1;
     localparam integer IN_END_I = Q + CF;
-    localparam [CW-1:0] ROOM = ROOM_I[CW-1:0];
     localparam [JW-1:0] OF_LAST = OF_LAST_I[JW-1:0];
     localparam [JW-1:0] IN_FIRST = Q[JW-1:0];
     localparam [JW-1:0] IN_END = IN_END_I[JW-1:0];
     localparam [EB-1:0] PAD_CODE = PAD[EB-1:0];
 
-    wire [CW-1:0] count;
-    wire room = count < ROOM;
+    wire has_room;  // the output FIFO holds fewer than ROOM beats (a register)
+    wire room = has_room;
 
     reg [JW-1:0] j;  // the output beat of the vector
     wire take;  // this output beat takes input beat j - Q
@@ -84,9 +82,9 @@ module bnn_channel_pad #(
         v1 <= issue && !rst;
     end
 
-    bnn_fifo #(.WIDTH(W), .DEPTH(DEPTH)) u_out (
+    bnn_fifo #(.WIDTH(W), .DEPTH(DEPTH), .ROOM(ROOM_I)) u_out (
         .clk(clk), .rst(rst), .in_data(o1), .in_valid(v1),
-        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
+        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .room(has_room));
 endmodule
 
 `default_nettype wire

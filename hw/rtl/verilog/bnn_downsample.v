@@ -31,9 +31,7 @@ module bnn_downsample #(
     localparam integer W = PE * EB;
     localparam integer STAGES = 1;  // the output register
     localparam integer DEPTH = 4;
-    localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer ROOM_I = DEPTH - STAGES;
-    localparam [CW-1:0] ROOM = ROOM_I[CW-1:0];
     localparam integer CFW = CF > 1 ? $clog2(CF) : 1;
     localparam integer CF_LAST_I = CF - 1;
     localparam [CFW-1:0] CF_LAST = CF_LAST_I[CFW-1:0];
@@ -53,9 +51,9 @@ module bnn_downsample #(
     localparam [KYW-1:0] KY_END = OH[KYW-1:0];
     localparam [KXW-1:0] KX_END = OWD[KXW-1:0];
 
-    wire [CW-1:0] count;
-    assign in_ready = count < ROOM;
-    wire in_fire = in_valid && count < ROOM;
+    wire has_room;  // the output FIFO holds fewer than ROOM beats (a register)
+    assign in_ready = has_room;
+    wire in_fire = in_valid && has_room;
 
     reg [CFW-1:0] cf;
     reg [XW-1:0] x;
@@ -107,9 +105,9 @@ module bnn_downsample #(
         v1 <= in_fire && keep_x && keep_y && !rst;
     end
 
-    bnn_fifo #(.WIDTH(W), .DEPTH(DEPTH)) u_out (
+    bnn_fifo #(.WIDTH(W), .DEPTH(DEPTH), .ROOM(ROOM_I)) u_out (
         .clk(clk), .rst(rst), .in_data(o1), .in_valid(v1),
-        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
+        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .room(has_room));
 endmodule
 
 `default_nettype wire

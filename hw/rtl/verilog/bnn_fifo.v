@@ -1,9 +1,11 @@
 // bnn_fifo: a small first-word-fall-through FIFO with valid/ready on both sides.
 //
 // Every bnnflow layer writes its results into one of these. A layer issues work only while the FIFO has room
-// for everything already in its pipeline (`count` + the layer's latency < DEPTH), so the layer's pipeline never
-// stalls: back-pressure from downstream stops new work at the layer's input instead. Storage is a register
-// array (LUT RAM on ECP5) read asynchronously; DEPTH is a power of two.
+// for everything already in its pipeline (`room`: fewer than ROOM = DEPTH - the layer's latency beats held), so
+// the layer's pipeline never stalls: back-pressure from downstream stops new work at the layer's input instead.
+// `room` is a register (the count's next value compared a cycle ahead), so a layer's issue logic, which fans out
+// to its counters and memory addresses, starts at a flip-flop. Storage is a register array (LUT RAM on ECP5) read
+// asynchronously; DEPTH is a power of two.
 // LUT RAM where the family has it (ECP5); on iCE40, which has none, the flow defines BNNFLOW_LUT_RAM as "auto"
 `ifndef BNNFLOW_LUT_RAM
 `define BNNFLOW_LUT_RAM "distributed"
@@ -12,7 +14,8 @@
 
 module bnn_fifo #(
     parameter integer WIDTH = 8,
-    parameter integer DEPTH = 8
+    parameter integer DEPTH = 8,
+    parameter integer ROOM = 8
 ) (
     input  wire                     clk,
     input  wire                     rst,
@@ -21,9 +24,12 @@ module bnn_fifo #(
     output wire [WIDTH-1:0]         out_data,
     output wire                     out_valid,
     input  wire                     out_ready,
-    output reg  [$clog2(DEPTH):0]   count
+    output reg                      room
 );
     localparam integer AW = $clog2(DEPTH);
+    localparam integer CW = AW + 1;
+    localparam [CW-1:0] ROOM_C = ROOM[CW-1:0];
+    reg [CW-1:0] count;
 
     // read asynchronously: LUT RAM whatever its size (DEPTH is 16 or 32 beats of a layer's output)
     (* ram_style = `BNNFLOW_LUT_RAM *) reg [WIDTH-1:0] mem [0:DEPTH-1];
@@ -40,19 +46,18 @@ module bnn_fifo #(
         if (push) mem[wptr] <= in_data;
     end
 
+    wire [CW-1:0] count_next = push && !pop ? count + 1'b1 : pop && !push ? count - 1'b1 : count;
     always @(posedge clk) begin
         if (rst) begin
             wptr <= 0;
             rptr <= 0;
             count <= 0;
+            room <= 1'b1;
         end else begin
             if (push) wptr <= wptr + 1'b1;
             if (pop) rptr <= rptr + 1'b1;
-            case ({push, pop})
-                2'b10: count <= count + 1'b1;
-                2'b01: count <= count - 1'b1;
-                default: count <= count;
-            endcase
+            count <= count_next;
+            room <= count_next < ROOM_C;
         end
     end
 endmodule

@@ -23,16 +23,14 @@ module bnn_label_select #(
     localparam integer IXW = OUT_BITS;  // the output datatype holds every index 0 .. LABELS-1
     localparam integer STAGES = 2;  // input register, output register
     localparam integer DEPTH = 4;
-    localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer ROOM_I = DEPTH - STAGES;
     localparam integer LAST_I = LABELS - PE;
-    localparam [CW-1:0] ROOM = ROOM_I[CW-1:0];
     localparam [IXW-1:0] LAST_BASE = LAST_I[IXW-1:0];
     localparam [IXW-1:0] STEP = PE[IXW-1:0];
 
-    wire [CW-1:0] count;
-    assign in_ready = count < ROOM;
-    wire in_fire = in_valid && count < ROOM;
+    wire has_room;  // the output FIFO holds fewer than ROOM beats (a register)
+    assign in_ready = has_room;
+    wire in_fire = in_valid && has_room;
 
     reg [IXW-1:0] base;  // index of the beat's lane 0
     always @(posedge clk) begin
@@ -79,9 +77,9 @@ module bnn_label_select #(
         v2 <= v1 && last1 && !rst;
     end
 
-    bnn_fifo #(.WIDTH(OUT_BITS), .DEPTH(DEPTH)) u_out (
+    bnn_fifo #(.WIDTH(OUT_BITS), .DEPTH(DEPTH), .ROOM(ROOM_I)) u_out (
         .clk(clk), .rst(rst), .in_data(o2), .in_valid(v2),
-        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
+        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .room(has_room));
 endmodule
 
 `default_nettype wire

@@ -90,12 +90,10 @@ module bnn_mvtu #(
     localparam integer STAGES = 9 + PSTAGE + CSTAGE + (SEARCH > 0 ? 4 * SEARCH - 1 : 0);
     // the output FIFO (a power of two, 16 or more) has room for the pipeline and 5 results more
     localparam integer DEPTH = STAGES + 5 <= 16 ? 16 : 1 << $clog2(STAGES + 5);
-    localparam integer CW = $clog2(DEPTH) + 1;
-    localparam integer ROOM_I = DEPTH - STAGES;
+    localparam integer ROOM_I = DEPTH - STAGES;  // issue only while the FIFO holds fewer: in-flight results fit
     localparam integer SF_LAST_I = SF - 1;
     localparam integer NF_LAST_I = NF - 1;
     localparam integer WA_LAST_I = SF * NF - 1;
-    localparam [CW-1:0] ROOM = ROOM_I[CW-1:0];  // issue only while count < ROOM: in-flight results always fit
     localparam [SFW-1:0] SF_LAST = SF_LAST_I[SFW-1:0];
     localparam [NFW-1:0] NF_LAST = NF_LAST_I[NFW-1:0];
     localparam [WAW-1:0] WA_LAST = WA_LAST_I[WAW-1:0];
@@ -132,11 +130,11 @@ module bnn_mvtu #(
     reg [SFW-1:0] sf;
     reg [NFW-1:0] nf;
     reg [WAW-1:0] waddr;
-    wire [CW-1:0] count;
+    wire has_room;  // the output FIFO holds fewer than ROOM beats (a register)
 
     assign in_ready = !full[wb];
     wire in_fire = in_valid && !full[wb];
-    wire issue = full[rb] && count < ROOM;
+    wire issue = full[rb] && has_room;
     wire vector_done = issue && sf == SF_LAST && nf == NF_LAST;
 
     // the weight address advances with every issue; computed here so that copies of it can be registered too
@@ -518,9 +516,9 @@ module bnn_mvtu #(
         end
     endgenerate
 
-    bnn_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(DEPTH)) u_out (
+    bnn_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(DEPTH), .ROOM(ROOM_I)) u_out (
         .clk(clk), .rst(rst), .in_data(o5), .in_valid(v5),
-        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
+        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .room(has_room));
 endmodule
 
 `default_nettype wire

@@ -44,7 +44,6 @@ module bnn_pool #(
     localparam integer RW = ROW > 1 ? $clog2(ROW) : 1;
     localparam integer STAGES = 2;  // input register, output register
     localparam integer DEPTH = 4;
-    localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer CFW = CF > 1 ? $clog2(CF) : 1;
     localparam integer KXW = KW > 1 ? $clog2(KW) : 1;
     localparam integer KYW = KH > 1 ? $clog2(KH) : 1;
@@ -56,7 +55,6 @@ module bnn_pool #(
     localparam integer KY_LAST_I = KH - 1;
     localparam integer X_LAST_I = IWD - 1;
     localparam integer Y_LAST_I = IH - 1;
-    localparam [CW-1:0] ROOM = ROOM_I[CW-1:0];
     localparam [CFW-1:0] CF_LAST = CF_LAST_I[CFW-1:0];
     localparam [KXW-1:0] KX_LAST = KX_LAST_I[KXW-1:0];
     localparam [KYW-1:0] KY_LAST = KY_LAST_I[KYW-1:0];
@@ -68,9 +66,9 @@ module bnn_pool #(
     localparam [XW-1:0] X_LAST = X_LAST_I[XW-1:0];
     localparam [YW-1:0] Y_LAST = Y_LAST_I[YW-1:0];
 
-    wire [CW-1:0] count;
-    assign in_ready = count < ROOM;
-    wire in_fire = in_valid && count < ROOM;
+    wire has_room;  // the output FIFO holds fewer than ROOM beats (a register)
+    assign in_ready = has_room;
+    wire in_fire = in_valid && has_room;
 
     reg [CFW-1:0] cf;
     reg [KXW-1:0] kx;
@@ -164,9 +162,9 @@ module bnn_pool #(
         v2 <= v1 && emit1 && !rst;
     end
 
-    bnn_fifo #(.WIDTH(W), .DEPTH(DEPTH)) u_out (
+    bnn_fifo #(.WIDTH(W), .DEPTH(DEPTH), .ROOM(ROOM_I)) u_out (
         .clk(clk), .rst(rst), .in_data(o2), .in_valid(v2),
-        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
+        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .room(has_room));
 endmodule
 
 `default_nettype wire

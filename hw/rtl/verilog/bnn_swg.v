@@ -67,7 +67,6 @@ module bnn_swg #(
     localparam integer AW = $clog2(WORDS);
     localparam integer STAGES = 3;  // address register, memory read, pad select (block RAM output timing)
     localparam integer DEPTH = 8;
-    localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer CFW = CF > 1 ? $clog2(CF) : 1;
     localparam integer KXW = KW > 1 ? $clog2(KW) : 1;
     localparam integer KYW = KH > 1 ? $clog2(KH) : 1;
@@ -109,7 +108,6 @@ module bnn_swg #(
     localparam integer PL_END_I = PL + IWD;
     localparam integer NR_PT_I = NR;
     localparam integer PT_IH_I = PT + IH;
-    localparam [CW-1:0] ROOM = ROOM_I[CW-1:0];
     localparam [CFW-1:0] CF_LAST = CF_LAST_I[CFW-1:0];
     localparam [KXW-1:0] KX_LAST = KX_LAST_I[KXW-1:0];
     localparam [KYW-1:0] KY_LAST = KY_LAST_I[KYW-1:0];
@@ -163,7 +161,7 @@ module bnn_swg #(
     // No read meets a write to its address except at padded positions, whose word is dropped: no_rw_check
     // spares the collision logic yosys would otherwise put after the block RAM.
     // LUT RAM up to 4096 bits, block RAM above (bnnflow.hw.estimates' LUTROM_MAX_BITS)
-    wire [CW-1:0] count;
+    wire has_room;  // the output FIFO holds fewer than ROOM beats (a register)
     reg [AW-1:0] raddr;
     reg we_r;
     reg [AW-1:0] wa_r;
@@ -239,7 +237,7 @@ module bnn_swg #(
         keep_of = t > Y_PT_IH ? Y_IH_NR : (t > Y_PT ? t + Y_NR_PT : Y_NR);  // min(max(t - PT, 0), IH) + NR
     endfunction
 
-    wire issue = ok && count < ROOM;
+    wire issue = ok && has_room;
     wire end_cf = cf == CF_LAST;
     wire end_kx = end_cf && kx == KX_LAST;
     wire end_ky = end_kx && ky == KY_LAST;
@@ -394,9 +392,9 @@ module bnn_swg #(
         v3 <= v2 && !rst;
     end
 
-    bnn_fifo #(.WIDTH(W), .DEPTH(DEPTH)) u_out (
+    bnn_fifo #(.WIDTH(W), .DEPTH(DEPTH), .ROOM(ROOM_I)) u_out (
         .clk(clk), .rst(rst), .in_data(d3), .in_valid(v3),
-        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
+        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .room(has_room));
 endmodule
 
 `default_nettype wire

@@ -41,15 +41,13 @@ module bnn_threshold #(
     localparam integer STAGES = SEARCH > 0 ? 1 + 4 * SEARCH : 2;
     // the output FIFO (a power of two) has room for the pipeline and a few results more
     localparam integer DEPTH = SEARCH == 0 ? 4 : STAGES + 4 <= 16 ? 16 : 1 << $clog2(STAGES + 4);
-    localparam integer CW = $clog2(DEPTH) + 1;
     localparam integer ROOM_I = DEPTH - STAGES;
     localparam integer NF_LAST_I = NF - 1;
-    localparam [CW-1:0] ROOM = ROOM_I[CW-1:0];
     localparam [NFW-1:0] NF_LAST = NF_LAST_I[NFW-1:0];
 
-    wire [CW-1:0] count;
-    assign in_ready = count < ROOM;
-    wire in_fire = in_valid && count < ROOM;
+    wire has_room;  // the output FIFO holds fewer than ROOM beats (a register)
+    assign in_ready = has_room;
+    wire in_fire = in_valid && has_room;
 
     reg [NFW-1:0] nf;
     always @(posedge clk) begin
@@ -109,9 +107,9 @@ module bnn_threshold #(
         .clk(clk), .rst(rst), .in_nf_early(nf), .in_nf(nf1), .in_value(xv), .in_valid(v1),
         .out_code(result), .out_valid(result_valid));
 
-    bnn_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(DEPTH)) u_out (
+    bnn_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(DEPTH), .ROOM(ROOM_I)) u_out (
         .clk(clk), .rst(rst), .in_data(result), .in_valid(result_valid),
-        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .count(count));
+        .out_data(out_data), .out_valid(out_valid), .out_ready(out_ready), .room(has_room));
 endmodule
 
 `default_nettype wire
