@@ -234,7 +234,7 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
         params.update(PAD=1, OH=len(rows), OWD=len(cols), NCLS=classes, ROW_FILE=roms[-3], COL_FILE=roms[-2],
                       CORR_FILE=roms[-1])
     # two input vectors (the double buffer), and the output FIFO (NF beats a vector) that also holds the pipeline
-    stages = 9 + (not xnor) + 2 * pad + (4 * levels - 1 if n_thr and levels else 0)
+    stages = 10 + (not xnor) + 2 * pad + (4 * levels - 1 if n_thr and levels else 0)
     held = sf * (2 + -(-_out_fifo_depth(stages, 5, 16) // nf))
     return Layer(node.name, "bnn_mvtu", params, StreamFormat(simd, in_bits, in_signed, vectors * sf),
                  StreamFormat(pe, out_bits, out_signed, vectors * nf), roms, held)

@@ -24,7 +24,7 @@
 //
 // The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
-// Pipeline: issue -> ROM and buffer read -> hold -> bank select -> (multi-bit: products) -> four levels of
+// Pipeline: issue -> ROM and buffer read -> hold -> hold -> bank select -> (multi-bit: products) -> four levels of
 // sums -> accumulate -> threshold -> output FIFO.
 // LUT RAM where the family has it (ECP5); on iCE40, which has none, the flow defines BNNFLOW_LUT_RAM as "auto"
 `ifndef BNNFLOW_LUT_RAM
@@ -85,9 +85,9 @@ module bnn_mvtu #(
     // the padding correction: its ROM's output is registered (a block RAM's data comes late), then added in a
     // register of its own
     localparam integer CSTAGE = PAD != 0 ? 2 : 0;
-    // registers from issue to the FIFO: read, hold, select, products, 4 sums, accumulate, 2 correction, output
+    // registers from issue to the FIFO: read, 2 hold, select, products, 4 sums, accumulate, 2 correction, output
     // (or the search's four registers a level)
-    localparam integer STAGES = 9 + PSTAGE + CSTAGE + (SEARCH > 0 ? 4 * SEARCH - 1 : 0);
+    localparam integer STAGES = 10 + PSTAGE + CSTAGE + (SEARCH > 0 ? 4 * SEARCH - 1 : 0);
     // the output FIFO (a power of two, 16 or more) has room for the pipeline and 5 results more
     localparam integer DEPTH = STAGES + 5 <= 16 ? 16 : 1 << $clog2(STAGES + 5);
     localparam integer ROOM_I = DEPTH - STAGES;  // issue only while the FIFO holds fewer: in-flight results fit
@@ -170,8 +170,9 @@ module bnn_mvtu #(
 
     // ---- stages 1-3: weight ROM and input buffer reads ----
     // The weights sit in banks of at most WBANK_DEPTH words (file WEIGHT_FILE_bb.hex for bank bb), each read into
-    // its block RAM's register and held once more before the bank is selected: a deep layer's ROM spans dozens
-    // of block RAMs, and selecting among their raw outputs in the same cycle would limit the clock.
+    // its block RAM's register and held twice more before the bank is selected: a deep layer's ROM spans dozens
+    // of block RAMs, and selecting among their raw outputs in the same cycle would limit the clock; of the two
+    // holds, the placer puts one by the block RAM (whose data comes late) and one by the logic that reads it.
     localparam integer WDEPTH = SF * NF;
     localparam integer BW = WAW < $clog2(WBANK_DEPTH) ? WAW : $clog2(WBANK_DEPTH);
     localparam integer NB = (WDEPTH + (1 << BW) - 1) / (1 << BW);
@@ -197,8 +198,12 @@ module bnn_mvtu #(
                 always @(posedge clk) qs <= rom[ra][LO +: SLW];
                 assign q[LO +: SLW] = qs;
             end
-            always @(posedge clk) h <= q;
-            assign banks = h;
+            reg [WW-1:0] h2;
+            always @(posedge clk) begin
+                h <= q;
+                h2 <= h;
+            end
+            assign banks = h2;
         end else begin : g_block_rom
             for (b = 0; b < NB; b = b + 1) begin : g_bank
                 localparam integer BD = b == NB - 1 ? WDEPTH - b * (1 << BW) : 1 << BW;
@@ -219,16 +224,20 @@ module bnn_mvtu #(
                     initial $readmemh({WEIGHT_FILE, "_", D1, D0, ".hex"}, rom);
                     always @(posedge clk) q <= rom[waddr[IBW-1:0]];  // bits above IBW are 0 when this bank is read
                 end
-                always @(posedge clk) h <= q;
-                assign banks[b*WW +: WW] = h;
+                reg [WW-1:0] h2;
+                always @(posedge clk) begin
+                    h <= q;
+                    h2 <= h;
+                end
+                assign banks[b*WW +: WW] = h2;
             end
         end
     endgenerate
 
-    reg [IW-1:0] x1, x1h;
-    reg v1, first1, last1, v1h, first1h, last1h;
-    reg [NFW-1:0] nf1, nf1h;
-    reg [SBW-1:0] sel1, sel1h;
+    reg [IW-1:0] x1, x1h, x1g;
+    reg v1, first1, last1, v1h, first1h, last1h, v1g, first1g, last1g;
+    reg [NFW-1:0] nf1, nf1h, nf1g;
+    reg [SBW-1:0] sel1, sel1h, sel1g;
     always @(posedge clk) begin
         x1 <= ibuf_q;
         v1 <= issue && !rst;
@@ -241,6 +250,12 @@ module bnn_mvtu #(
         last1h <= last1;
         nf1h <= nf1;
         sel1h <= sel1;
+        x1g <= x1h;
+        v1g <= v1h && !rst;
+        first1g <= first1h;
+        last1g <= last1h;
+        nf1g <= nf1h;
+        sel1g <= sel1h;
     end
 
     generate
@@ -256,12 +271,12 @@ module bnn_mvtu #(
     reg v2, first2, last2;
     reg [NFW-1:0] nf2;
     always @(posedge clk) begin
-        w2 <= banks[sel1h*WW +: WW];
-        x2 <= x1h;
-        v2 <= v1h && !rst;
-        first2 <= first1h;
-        last2 <= last1h;
-        nf2 <= nf1h;
+        w2 <= banks[sel1g*WW +: WW];
+        x2 <= x1g;
+        v2 <= v1g && !rst;
+        first2 <= first1g;
+        last2 <= last1g;
+        nf2 <= nf1g;
     end
 
     // ---- per-PE sums of groups of CH lanes, then of groups of 4 such sums (twice), then the total ----
