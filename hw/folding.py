@@ -41,6 +41,7 @@ class _Unit:
 
     node: Any
     op: HWOp
+    model: ModelWrapper | None = None  #: sizes the memories exactly, as the RTL builds them (``HWOp.memories``)
     window: tuple[Any, HWOp] | None = None
     options: list[dict[str, int]] = field(default_factory=list)
     _costs: dict[tuple, tuple[int, int, int]] = field(default_factory=dict)
@@ -56,9 +57,9 @@ class _Unit:
 
     def cost(self, fabric: Fabric) -> tuple[int, int, int]:
         """(cycles, LUTs, block RAMs) at the current folding, the window included."""
-        parts = [layer_estimate(self.node, self.op, fabric)]
+        parts = [layer_estimate(self.node, self.op, fabric, self.model)]
         if self.window is not None:
-            parts.append(layer_estimate(*self.window, fabric))
+            parts.append(layer_estimate(*self.window, fabric, self.model))
         return max(p["cycles"] for p in parts), sum(p["luts"] for p in parts), sum(p["ram_blocks"] for p in parts)
 
     def cost_of(self, fold: dict[str, int], fabric: Fabric) -> tuple[int, int, int]:
@@ -82,7 +83,7 @@ def _units(model: ModelWrapper) -> list[_Unit]:
         if node.op_type == "SlidingWindow":
             continue
         window = producers.get(node.input[0])
-        unit = _Unit(node, op)
+        unit = _Unit(node, op, model)
         unit.options = op.legal_foldings()
         if window is not None and window[0].op_type == "SlidingWindow":
             unit.window = window
@@ -91,7 +92,7 @@ def _units(model: ModelWrapper) -> list[_Unit]:
         units.append(unit)
     for node, op in ops:  # a window whose consumer is not a matrix unit is folded on its own
         if node.op_type == "SlidingWindow" and not any(u.window and u.window[0] is node for u in units):
-            units.append(_Unit(node, op, options=[{"SIMD": s} for s in divisors(op.get_nodeattr("IFMChannels"))]))
+            units.append(_Unit(node, op, model, options=[{"SIMD": s} for s in divisors(op.get_nodeattr("IFMChannels"))]))
     return units
 
 
