@@ -265,15 +265,18 @@ module {TOP} (
 );
 {clock}
     // Power-on reset: held while the PLL is unlocked and for 128 cycles after it locks. Flip-flops start at 0
-    // after configuration on ECP5 and iCE40, so the reset is asserted from the first clock edge.
+    // after configuration on ECP5 and iCE40 (rst starts at 1), so the reset is asserted from the first clock edge.
+    // rst is a register of its own: it reaches every flip-flop of the design, and that route across the chip
+    // takes most of a 10 ns cycle on an ECP5-85F.
     reg [1:0] locked_sync = 2'b00;
     reg [7:0] por_count = 8'd0;
+    reg rst = 1'b1;
     always @(posedge clk) begin
         locked_sync <= {{locked_sync[0], pll_locked}};
         if (!locked_sync[1]) por_count <= 8'd0;
         else if (!por_count[7]) por_count <= por_count + 8'd1;
+        rst <= !por_count[7];
     end
-    wire rst = !por_count[7];
 
     // The UART line is asynchronous to clk: two flip-flops keep a metastable sample out of the receiver.
     reg [1:0] rx_sync = 2'b00;

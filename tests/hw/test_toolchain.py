@@ -18,8 +18,9 @@ from bnnflow.hw.toolchain import build_bitstream, cache_dir, generate_board, par
 
 pytestmark = pytest.mark.toolchain
 
-#: uart_rx comes back on uart_tx one clock later; a 24-bit counter's top bit drives the error LED. 37 flip-flops
-#: in all with the board wrapper: 24 + 1 here, 8 (power-on counter) + 2 (lock sync) + 2 (UART sync) there.
+#: uart_rx comes back on uart_tx one clock later; a 24-bit counter's top bit drives the error LED. 38 flip-flops
+#: in all with the board wrapper: 24 + 1 here, 8 (power-on counter) + 1 (reset) + 2 (lock sync) + 2 (UART sync)
+#: there.
 LOOPBACK = """\
 `default_nettype none
 module bnnflow_system #(parameter CLKS_PER_BIT = 868) (
@@ -40,7 +41,7 @@ module bnnflow_system #(parameter CLKS_PER_BIT = 868) (
 endmodule
 `default_nettype wire
 """
-LOOPBACK_FLIP_FLOPS = 37
+LOOPBACK_FLIP_FLOPS = 38
 
 #: 512 x 256 bits of RAM: 32 of the iCE40's 4 Kbit blocks, two more than the UP5K has. A RAM, not a ROM: yosys
 #: maps a ROM's initial contents into iCE40 block RAM at ~0.35 s per Kbit, which would cost this test 45 s.
