@@ -20,6 +20,7 @@ global batches, to float rounding, and a checkpoint resumes in any number of pro
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import types
@@ -103,8 +104,17 @@ def place(device_name: str) -> Placement:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave_group)
     rank = dist.get_rank() if world > 1 else 0
     return Placement(rank=rank, world=world, local_rank=local_rank, device=device)
+
+
+def _leave_group() -> None:
+    """Destroy the process group before the interpreter exits: a gloo group left to Python's finalisation
+    destroys its worker threads unjoined, and the process dies of SIGABRT after its work is done (seen when the
+    two ranks finish at different times on a loaded machine; pytorch/pytorch#190489)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def check_amp(amp: AmpMode, device: torch.device, method_name: str, method_amp: tuple[str, ...]) -> None:
