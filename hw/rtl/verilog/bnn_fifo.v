@@ -4,7 +4,9 @@
 // for everything already in its pipeline (`room`: fewer than ROOM = DEPTH - the layer's latency beats held), so
 // the layer's pipeline never stalls: back-pressure from downstream stops new work at the layer's input instead.
 // `room` is a register (the count's next value compared a cycle ahead), so a layer's issue logic, which fans out
-// to its counters and memory addresses, starts at a flip-flop. Storage is a register array (LUT RAM on ECP5) read
+// to its counters and memory addresses, starts at a flip-flop. Both outcomes of the consumer's handshake are
+// compared side by side and the pop picks one: the consumer's ready, which may come through a width converter's
+// logic, reaches `room` through one LUT rather than through the compare's carry chain. Storage is a register array (LUT RAM on ECP5) read
 // asynchronously; DEPTH is a power of two.
 // LUT RAM where the family has it (ECP5); on iCE40, which has none, the flow defines BNNFLOW_LUT_RAM as "auto"
 `ifndef BNNFLOW_LUT_RAM
@@ -47,6 +49,10 @@ module bnn_fifo #(
     end
 
     wire [CW-1:0] count_next = push && !pop ? count + 1'b1 : pop && !push ? count - 1'b1 : count;
+    // count + push, and whether it (no pop) or it less one (a pop, which needs count >= 1) is below ROOM
+    wire [CW-1:0] count_push = push ? count + 1'b1 : count;
+    wire below_kept = count_push < ROOM_C;
+    wire below_popped = count_push <= ROOM_C;
     always @(posedge clk) begin
         if (rst) begin
             wptr <= 0;
@@ -57,7 +63,7 @@ module bnn_fifo #(
             if (push) wptr <= wptr + 1'b1;
             if (pop) rptr <= rptr + 1'b1;
             count <= count_next;
-            room <= count_next < ROOM_C;
+            room <= pop ? below_popped : below_kept;
         end
     end
 endmodule

@@ -81,10 +81,13 @@ module bnn_stream_fifo #(
             end
         end else begin : g_bram
             // the RAM holds up to DEPTH - 2 beats in banks of BANK words (the last one shorter), each written
-            // (never where a read is: a beat is read the cycle after it is written at the earliest, no_rw_check)
-            // when the write pointer is in it and all read together: a bank's output goes into its block RAM's
+            // from registers (address, data, enable: the producer's valid and the FIFO's ready meet in a LUT
+            // before them, not before a write enable that may have to cross the chip to a block RAM) when the
+            // registered write pointer is in it, and all read together: a bank's output goes into its block RAM's
             // register, then a register of its own, then the bank the read was in is selected into the skid, a
-            // small FIFO at the output; reads are issued while the skid has room for every read in flight
+            // small FIFO at the output; reads are issued while the skid has room for every read in flight, of
+            // beats already written (`written`: a beat is read the cycle after its write at the earliest, so
+            // never where a write is, no_rw_check)
             localparam integer RD = DEPTH - 2;
             localparam integer AW = RD > 1 ? $clog2(RD) : 1;
             localparam integer BW = AW < $clog2(BANK) ? AW : $clog2(BANK);
@@ -97,7 +100,11 @@ module bnn_stream_fifo #(
             reg [AW-1:0] wptr;
             reg [AW-1:0] rptr;
             reg [CW-1:0] count;  // beats held in all: the RAM, the read pipeline and the skid
-            reg [CW-1:0] stored;  // beats in the RAM
+            reg [CW-1:0] stored;  // beats in the RAM, its pending write included
+            reg [CW-1:0] written;  // beats in the RAM that can be read (written already)
+            reg we_r;  // the registered write
+            reg [AW-1:0] wa_r;
+            reg [WIDTH-1:0] wd_r;
             reg [2:0] skid_count;  // beats in the skid (up to 4)
             reg v1, v2;  // a read in the banks' registers, in the held registers
             reg [SW-1:0] sel1, sel2;
@@ -107,16 +114,16 @@ module bnn_stream_fifo #(
             wire push = in_valid && in_ready;
             wire pop = out_valid && out_ready;
             // room in the skid for this read and the two in flight
-            wire read = stored != 0 && {1'b0, skid_count} + {3'b0, v1} + {3'b0, v2} < 4'd4;
+            wire read = written != 0 && {1'b0, skid_count} + {3'b0, v1} + {3'b0, v2} < 4'd4;
             genvar b;
             for (b = 0; b < NB; b = b + 1) begin : g_bank
                 localparam integer BD = b == NB - 1 ? RD - b * (1 << BW) : 1 << BW;
                 localparam integer BDA = BD > 1 ? BD : 2;  // a 1-word bank is declared 2 words deep
                 localparam integer IBW = $clog2(BDA);
-                wire here_w;  // the write pointer is in this bank
+                wire here_w;  // the registered write's address is in this bank
                 if (NB > 1) begin : g_many
                     localparam [SW-1:0] B = b[SW-1:0];
-                    assign here_w = wptr[AW-1:BW] == B;
+                    assign here_w = wa_r[AW-1:BW] == B;
                 end else begin : g_one
                     assign here_w = 1'b1;
                 end
@@ -125,13 +132,13 @@ module bnn_stream_fifo #(
                 if (WIDTH * BDA > 4096) begin : g_block
                     (* no_rw_check, ram_style = "block" *) reg [WIDTH-1:0] mem [0:BDA-1];
                     always @(posedge clk) begin
-                        if (push && here_w) mem[wptr[IBW-1:0]] <= in_data;  // bits above IBW are 0 in this bank
+                        if (we_r && here_w) mem[wa_r[IBW-1:0]] <= wd_r;  // bits above IBW are 0 in this bank
                         if (read) q <= mem[rptr[IBW-1:0]];
                     end
                 end else begin : g_lut
                     (* no_rw_check, ram_style = `BNNFLOW_LUT_RAM *) reg [WIDTH-1:0] mem [0:BDA-1];
                     always @(posedge clk) begin
-                        if (push && here_w) mem[wptr[IBW-1:0]] <= in_data;
+                        if (we_r && here_w) mem[wa_r[IBW-1:0]] <= wd_r;
                         if (read) q <= mem[rptr[IBW-1:0]];
                     end
                 end
@@ -148,11 +155,15 @@ module bnn_stream_fifo #(
             end
             always @(posedge clk) begin
                 sel2 <= sel1;
+                wa_r <= wptr;
+                wd_r <= in_data;
                 if (rst) begin
                     wptr <= 0;
                     rptr <= 0;
                     count <= 0;
                     stored <= 0;
+                    written <= 0;
+                    we_r <= 1'b0;
                     skid_count <= 0;
                     skid_w <= 0;
                     skid_r <= 0;
@@ -165,6 +176,9 @@ module bnn_stream_fifo #(
                     else if (pop && !push) count <= count - 1'b1;
                     if (push && !read) stored <= stored + 1'b1;
                     else if (read && !push) stored <= stored - 1'b1;
+                    we_r <= push;
+                    if (we_r && !read) written <= written + 1'b1;
+                    else if (read && !we_r) written <= written - 1'b1;
                     v1 <= read;
                     v2 <= v1;
                     if (v2) skid_w <= skid_w + 1'b1;
