@@ -6,8 +6,8 @@
 // `room` is a register (the count's next value compared a cycle ahead), so a layer's issue logic, which fans out
 // to its counters and memory addresses, starts at a flip-flop. Both outcomes of the consumer's handshake are
 // compared side by side and the pop picks one: the consumer's ready, which may come through a width converter's
-// logic, reaches `room` through one LUT rather than through the compare's carry chain. Storage is a register array (LUT RAM on ECP5) read
-// asynchronously; DEPTH is a power of two.
+// logic, reaches `room` through one LUT rather than through the compare's carry chain. Storage is a register
+// array (LUT RAM on ECP5) read asynchronously; DEPTH is a power of two.
 // LUT RAM where the family has it (ECP5); on iCE40, which has none, the flow defines BNNFLOW_LUT_RAM as "auto"
 `ifndef BNNFLOW_LUT_RAM
 `define BNNFLOW_LUT_RAM "distributed"
