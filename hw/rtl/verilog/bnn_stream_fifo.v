@@ -101,7 +101,9 @@ module bnn_stream_fifo #(
             reg [AW-1:0] rptr;
             reg [CW-1:0] count;  // beats held in all: the RAM, the read pipeline and the skid
             reg [CW-1:0] stored;  // beats in the RAM, its pending write included
-            reg [CW-1:0] written;  // beats in the RAM that can be read (written already)
+            // beats in the RAM that can be read: always stored - we_r, kept as a register of its own so that the
+            // read enable, which fans out to every bank, starts at a flip-flop
+            reg [CW-1:0] written;
             reg we_r;  // the registered write
             reg [AW-1:0] wa_r;
             reg [WIDTH-1:0] wd_r;
