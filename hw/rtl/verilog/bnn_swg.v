@@ -65,7 +65,7 @@ module bnn_swg #(
     localparam integer ROWW = IWD * CF;         // words per row
     localparam integer WORDS = NR * ROWW;
     localparam integer AW = $clog2(WORDS);
-    localparam integer STAGES = 3;  // address register, memory read, pad select (block RAM output timing)
+    localparam integer STAGES = 4;  // address register, memory read, its hold, pad select (block RAM output timing)
     localparam integer DEPTH = 8;
     localparam integer CFW = CF > 1 ? $clog2(CF) : 1;
     localparam integer KXW = KW > 1 ? $clog2(KW) : 1;
@@ -371,10 +371,15 @@ module bnn_swg #(
         end
     end
 
-    // the read pipeline: address, memory, pad select
+    // the read pipeline: address, memory, hold, pad select. The memory's word is held once before the pad select:
+    // a block RAM's data comes late in its cycle (5.8 ns of 10 on the ECP5), and the pad select's register sits by
+    // the FIFO it writes, which the placer may put far from the block RAM (CNV's first window at 6,000 frames/s:
+    // 4.7 ns of routing, 95 MHz); the hold has no other pull, so it goes next to the block RAM.
     reg v1, pad1;
     reg [W-1:0] d2;
     reg v2, pad2;
+    reg [W-1:0] d2h;
+    reg v2h, pad2h;
     reg [W-1:0] d3;
     reg v3;
     // yo >= PT and xo >= PL, written so that PT = 0 or PL = 0 makes no comparison with 0
@@ -388,8 +393,11 @@ module bnn_swg #(
         d2 <= mem_q;
         v2 <= v1 && !rst;
         pad2 <= pad1;
-        d3 <= pad2 ? PAD_WORD : d2;
-        v3 <= v2 && !rst;
+        d2h <= d2;
+        v2h <= v2 && !rst;
+        pad2h <= pad2;
+        d3 <= pad2h ? PAD_WORD : d2h;
+        v3 <= v2h && !rst;
     end
 
     bnn_fifo #(.WIDTH(W), .DEPTH(DEPTH), .ROOM(ROOM_I)) u_out (
