@@ -23,6 +23,7 @@ class Fabric:
     lut_inputs: int  #: 6 (Xilinx) or 4 (Lattice)
     ram_block_bits: int  #: bits of one block RAM (18 Kbit, or 4 Kbit on iCE40)
     ram_shapes: tuple[tuple[int, int], ...]  #: (width, depth) configurations of one block
+    ffs_per_lut: float  #: flip-flops beside each LUT (a Xilinx slice: 4 LUT6, 8 FF; an ECP5 or iCE40 one: 1 for 1)
 
     @property
     def rom_bits_per_lut(self) -> int:
@@ -31,9 +32,9 @@ class Fabric:
 
 
 RAMB18_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
-XILINX = Fabric("xilinx", 6, 18432, RAMB18_SHAPES)
-ECP5 = Fabric("ecp5", 4, 18432, RAMB18_SHAPES)
-ICE40 = Fabric("ice40", 4, 4096, ((2, 2048), (4, 1024), (8, 512), (16, 256)))
+XILINX = Fabric("xilinx", 6, 18432, RAMB18_SHAPES, 2)
+ECP5 = Fabric("ecp5", 4, 18432, RAMB18_SHAPES, 1)
+ICE40 = Fabric("ice40", 4, 4096, ((2, 2048), (4, 1024), (8, 512), (16, 256)), 1)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -56,6 +57,10 @@ class Board:
     ram_blocks: int  #: blocks of ``fabric.ram_block_bits`` (RAMB18 halves on Xilinx)
     clock_mhz: float  #: the clock the board's build targets by default
 
+    @property
+    def flip_flops(self) -> int:
+        return int(self.luts * self.fabric.ffs_per_lut)
+
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("pynq-z1", "xc7z020clg400-1", XILINX, 53_200, 280, 100.0),
@@ -70,7 +75,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("icebreaker", "iCE40UP5K-SG48", ICE40, 5_280, 30, 24.0),
 )}
 
-#: share of the board's LUTs the accelerator may take; the rest is for the I/O wrapper, FIFOs and routing
+#: share of the board's LUTs (and flip-flops) the accelerator may take: placement and routing need slack, and
+#: where the fabric has no calibrated model the estimates leave out the board wrapper and width converters
 LUT_BUDGET_SHARE = 0.8
 
 

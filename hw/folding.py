@@ -25,7 +25,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from bnnflow.errors import BnnflowError
 from bnnflow.hw.boards import LUT_BUDGET_SHARE, Board, Fabric
-from bnnflow.hw.estimates import hw_ops, join_fifo_estimate, layer_estimate
+from bnnflow.hw.estimates import hw_ops, join_fifo_estimate, layer_estimate, wrapper_estimate
 from bnnflow.hw.ops.base import HWOp, divisors
 
 
@@ -44,7 +44,7 @@ class _Unit:
     model: ModelWrapper | None = None  #: sizes the memories exactly, as the RTL builds them (``HWOp.memories``)
     window: tuple[Any, HWOp] | None = None
     options: list[dict[str, int]] = field(default_factory=list)
-    _costs: dict[tuple, tuple[int, int, int]] = field(default_factory=dict)
+    _costs: dict[tuple, tuple[int, int, int, int]] = field(default_factory=dict)
 
     def apply(self, fold: dict[str, int]) -> None:
         for key, value in fold.items():
@@ -55,14 +55,16 @@ class _Unit:
     def current(self) -> dict[str, int]:
         return self.op.folding()
 
-    def cost(self, fabric: Fabric) -> tuple[int, int, int]:
-        """(cycles, LUTs, block RAMs) at the current folding, the window included."""
+    def cost(self, fabric: Fabric) -> tuple[int, int, int, int]:
+        """(cycles, LUTs, block RAMs, flip-flops) at the current folding, the window included; flip-flops are 0
+        where the fabric has no calibrated model."""
         parts = [layer_estimate(self.node, self.op, fabric, self.model)]
         if self.window is not None:
             parts.append(layer_estimate(*self.window, fabric, self.model))
-        return max(p["cycles"] for p in parts), sum(p["luts"] for p in parts), sum(p["ram_blocks"] for p in parts)
+        return (max(p["cycles"] for p in parts), sum(p["luts"] for p in parts), sum(p["ram_blocks"] for p in parts),
+                sum(p["flip_flops"] or 0 for p in parts))
 
-    def cost_of(self, fold: dict[str, int], fabric: Fabric) -> tuple[int, int, int]:
+    def cost_of(self, fold: dict[str, int], fabric: Fabric) -> tuple[int, int, int, int]:
         """The cost of a folding, computed once per folding (the search asks for the same ones many times)."""
         key = tuple(sorted(fold.items()))
         if key not in self._costs:
@@ -122,22 +124,23 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap:
     """The fastest folding, stepping up the bottleneck, that fits ``board`` (and stops at ``fps_cap`` if > 0)."""
     fabric = board.fabric
     units = _units(model)
-    lut_budget = int(board.luts * LUT_BUDGET_SHARE)
+    budget = (int(board.luts * LUT_BUDGET_SHARE), board.ram_blocks, int(board.flip_flops * LUT_BUDGET_SHARE))
     current = [min(unit.options, key=lambda f: sum(f.values())) for unit in units]  # fully folded
     costs = [unit.cost_of(fold, fabric) for unit, fold in zip(units, current)]
     for unit, fold in zip(units, current):
         unit.apply(fold)
-    # the FIFOs before residual joins count too; they change with the folding of the layers around them
-    joins = any(node.op_type == "AddStreams" for node in model.graph.node)
-    fifos = join_fifo_estimate(model, fabric)
-    luts, blocks = sum(c[1] for c in costs) + fifos["luts"], sum(c[2] for c in costs) + fifos["ram_blocks"]
-    result = {"mode": "board", "board": board.name, "lut_budget": lut_budget, "ram_budget": board.ram_blocks,
-              "fps_cap": fps_cap, "steps": 0}
-    if luts > lut_budget or blocks > board.ram_blocks:
+    # the FIFOs before residual joins, the width converters and the board wrapper count too
+    fifos, wrapper = join_fifo_estimate(model, fabric), wrapper_estimate(model, fabric)
+    need = [sum(c[1] for c in costs) + fifos["luts"] + wrapper["luts"], sum(c[2] for c in costs) + fifos["ram_blocks"],
+            sum(c[3] for c in costs) + fifos["flip_flops"] + wrapper["flip_flops"]]
+    result = {"mode": "board", "board": board.name, "lut_budget": budget[0], "ram_budget": budget[1],
+              "ff_budget": budget[2], "fps_cap": fps_cap, "steps": 0}
+    if any(n > b for n, b in zip(need, budget)):
         # the smallest design (applied above): it still gets its RTL and cosimulation; the bitstream stage refuses it
         return {**result, "fits": False, "problem": (
-            f"the design does not fit {board.name} even fully folded: it needs {luts:,} LUTs (budget {lut_budget:,}) "
-            f"and {blocks} block RAMs (the board has {board.ram_blocks}); use a bigger board or a smaller network")}
+            f"the design does not fit {board.name} even fully folded: it needs {need[0]:,} LUTs (budget {budget[0]:,}), "
+            f"{need[2]:,} flip-flops (budget {budget[2]:,}) and {need[1]} block RAMs (the board has {budget[1]}); use a "
+            "bigger board or a smaller network")}
     steps = 0
     while True:
         slowest = max(range(len(units)), key=lambda i: costs[i][0])
@@ -149,19 +152,14 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap:
         if not faster:
             break
         cost, fold = max(faster, key=lambda cf: (cf[0][0], -cf[0][1]))  # the smallest step, cheapest first
-        new_luts = luts - costs[slowest][1] + cost[1]
-        new_blocks = blocks - costs[slowest][2] + cost[2]
-        if joins:  # a join FIFO's width follows the lanes of the streams it buffers
-            unit.apply(fold)
-            moved = join_fifo_estimate(model, fabric)
-            new_luts += moved["luts"] - fifos["luts"]
-            new_blocks += moved["ram_blocks"] - fifos["ram_blocks"]
-        if new_luts > lut_budget or new_blocks > board.ram_blocks:
+        new = [n - costs[slowest][k] + cost[k] for n, k in zip(need, (1, 2, 3))]
+        unit.apply(fold)  # the width converters and join FIFOs follow the lanes of the layers around them
+        moved = join_fifo_estimate(model, fabric)
+        new = [n + moved[key] - fifos[key] for n, key in zip(new, ("luts", "ram_blocks", "flip_flops"))]
+        if any(n > b for n, b in zip(new, budget)):
             unit.apply(current[slowest])
             break
-        current[slowest], costs[slowest], luts, blocks = fold, cost, new_luts, new_blocks
-        if joins:
-            fifos = moved
+        current[slowest], costs[slowest], need, fifos = fold, cost, new, moved
         steps += 1
     for unit, fold in zip(units, current):
         unit.apply(fold)

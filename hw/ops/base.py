@@ -38,6 +38,8 @@ class Memory:
     #: bits of a ROM's word that differ between its words (synthesis drops the others; None: all ``width``); the
     #: RTL's choice of LUTs or block RAM is on ``width``, the block RAMs it takes are for these bits
     used_width: int | None = None
+    #: a ROM the RTL puts in logic at any width when it has at most ``SHALLOW_ROM_WORDS`` words (the MVTU's weights)
+    logic_when_shallow: bool = False
 
     @property
     def bits(self) -> int:

@@ -216,7 +216,7 @@ class MVTU(HWOp):
         depth = sf * nf
         width = pe * simd * self.weight_bits()
         bank = bank_depth(width, depth)
-        mems = grouped([Memory(width, max(2, min(bank, depth - start)),
+        mems = grouped([Memory(width, max(2, min(bank, depth - start)), logic_when_shallow=True,
                                used_width=None if used is None else used[f"{name}_weights_{start // bank:02d}.hex"])
                         for start in range(0, depth, bank)])
         # the input double buffer: two vectors of SF words, each bank 2^ceil(log2 SF) words (2 at SF = 1)

@@ -75,6 +75,11 @@ class Edge:
     fifo_depth: int = 0  #: beats of the join FIFO before the consumer (0: none)
 
 
+def fifo_bank(edge: Edge) -> int:
+    """Words per bank of a join FIFO's RAM (its ``BANK``)."""
+    return bank_depth(edge.target.width, max(2, edge.fifo_depth - 2))
+
+
 def _verilog_value(value: Any) -> str:
     """A parameter's literal: a string, an integer, or above 32 bits a 64-bit hex literal (SEARCH_BANKS)."""
     if isinstance(value, str):
@@ -151,8 +156,7 @@ def top_module(layers: list[Layer], edges: dict[tuple[str, int], Edge], input_te
             if edge.fifo_depth:
                 fifo = f"s_{tag}_fifo"
                 body.append(_wires(fifo, target.width))
-                params = {"WIDTH": target.width, "DEPTH": edge.fifo_depth,
-                          "BANK": bank_depth(target.width, max(2, edge.fifo_depth - 2))}
+                params = {"WIDTH": target.width, "DEPTH": edge.fifo_depth, "BANK": fifo_bank(edge)}
                 body.append(_instance("bnn_stream_fifo", f"fifo_{tag}", params,
                                       [("in", [src]), ("out", [fifo])]))
                 src = fifo

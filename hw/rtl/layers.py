@@ -414,16 +414,22 @@ BUILDERS: dict[str, Callable[[Path, ModelWrapper, Any, Any], Layer]] = {
 }
 
 
+def rtl_layer(model: ModelWrapper, node, op, folder: Path | None = None) -> Layer:
+    """The layer of one node, its ROM images written into ``folder`` (none without one: for the module and
+    parameters alone)."""
+    missing = _rtl_gap(node, op)
+    if missing:
+        raise UnsupportedGraphError(f"node {node.name} ({node.op_type}) {missing}; `bnnflow simulate` runs this "
+                                    "graph bit-exactly")
+    return BUILDERS[node.op_type](folder, model, node, op)
+
+
 def layers_of(model: ModelWrapper, folder: Path | None) -> list[Layer]:
     """The layers of a dataflow graph in graph order (each after the layers it reads), with their ROM images
     written into ``folder``; a ``Reshape`` is no layer (it keeps the stream's element order, so it only renames)."""
     layers = []
     for node, op in hw_ops(model):
-        missing = _rtl_gap(node, op)
-        if missing:
-            raise UnsupportedGraphError(f"node {node.name} ({node.op_type}) {missing}; `bnnflow simulate` runs this "
-                                        "graph bit-exactly")
-        layer = BUILDERS[node.op_type](folder, model, node, op)
+        layer = rtl_layer(model, node, op, folder)
         layer.inputs = [name for name in node.input if model.get_initializer(name) is None]
         layer.outputs = list(node.output)
         layers.append(layer)

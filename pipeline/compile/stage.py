@@ -51,8 +51,11 @@ def compile_model(model: ModelWrapper, cfg: CompileConfig) -> tuple[ModelWrapper
         folding = fold_for_board(dataflow, board, clock, cfg.fps_cap)
     estimates = estimate(dataflow, clock, board.fabric)
     estimates["folding"] = folding
+    ffs_fit = estimates["flip_flops"] is None or estimates["flip_flops"] <= board.flip_flops
     estimates["board"] = {"name": board.name, "part": board.part, "luts": board.luts, "ram_blocks": board.ram_blocks,
-                          "fits": estimates["luts"] <= board.luts and estimates["ram_blocks"] <= board.ram_blocks}
+                          "flip_flops": board.flip_flops,
+                          "fits": estimates["luts"] <= board.luts and estimates["ram_blocks"] <= board.ram_blocks
+                          and ffs_fit}
     if cfg.target_fps > 0:
         folding["met"] = estimates["frames_per_second"] >= cfg.target_fps
     return streamlined, dataflow, estimates
@@ -128,6 +131,7 @@ def compile_run(cfg: Config, run: RunDir, images: np.ndarray | None = None) -> d
         "clock_mhz": estimates["clock_mhz"],
         "bottleneck": estimates["bottleneck"],
         "luts": estimates["luts"],
+        "flip_flops": estimates["flip_flops"],
         "ram_blocks": estimates["ram_blocks"],
         "board": cfg.compile.board,
         "fits_board": estimates["board"]["fits"],

@@ -5,13 +5,14 @@ folding fits the board, and sliding windows stream the same SIMD lanes as the ma
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from bnnflow.errors import ConfigError
-from bnnflow.hw.boards import BOARDS, LUT_BUDGET_SHARE, XILINX, Board, Fabric, get_board
+from bnnflow.hw.boards import BOARDS, ECP5, LUT_BUDGET_SHARE, XILINX, Board, Fabric, get_board
 from bnnflow.hw.estimates import estimate, memory_cost
 from bnnflow.hw.folding import FoldingError, fold_for_board, fold_for_fps
 from tests.hw.conftest import build_dataflow, fresh
@@ -248,6 +249,8 @@ def test_tfc_fold_for_board_fits(tfc, board_folded, board):
     est = estimate(model, CLOCK_MHZ, spec.fabric)
     assert est["luts"] <= spec.luts * LUT_BUDGET_SHARE
     assert est["ram_blocks"] <= spec.ram_blocks
+    assert est["flip_flops"] is None or est["flip_flops"] <= spec.flip_flops * LUT_BUDGET_SHARE
+    assert (est["flip_flops"] is None) == (spec.fabric.name != "ecp5")  # the calibrated fabric counts them
     assert result["board"] == board and result["steps"] > 0
     assert result["lut_budget"] == int(spec.luts * LUT_BUDGET_SHARE) and result["ram_budget"] == spec.ram_blocks
     # it made the design faster than fully folded
@@ -266,6 +269,19 @@ def test_fps_cap_stops_at_the_first_folding_that_reaches_it(tfc, board_folded):
     capped = estimate(model, CLOCK_MHZ, board.fabric)
     assert result["fps_cap"] == cap and cap <= capped["frames_per_second"] < uncapped["frames_per_second"]
     assert capped["luts"] < uncapped["luts"]
+
+
+def test_fold_for_board_keeps_to_the_flip_flops(tfc, board_folded):
+    """On a made-up ECP5 board with the ULX3S's LUTs and block RAM but a quarter of its flip-flops, the folding
+    stops where the flip-flops run out: within their budget, with LUTs to spare, and slower than the ULX3S's."""
+    ulx3s = get_board("ulx3s")
+    board = Board("ff-bound", "none", replace(ECP5, ffs_per_lut=0.25), ulx3s.luts, ulx3s.ram_blocks, CLOCK_MHZ)
+    model = fresh(tfc)
+    result = fold_for_board(model, board, CLOCK_MHZ)
+    est = estimate(model, CLOCK_MHZ, board.fabric)
+    assert result["fits"] and result["ff_budget"] == int(board.flip_flops * LUT_BUDGET_SHARE)
+    assert est["flip_flops"] <= result["ff_budget"] and est["luts"] < result["lut_budget"]
+    assert est["frames_per_second"] < estimate(board_folded("ulx3s")[0], CLOCK_MHZ, ECP5)["frames_per_second"]
 
 
 def test_bigger_board_is_at_least_as_fast(board_folded):

@@ -255,12 +255,12 @@ def test_mvtu_threshold_memories_follow_the_weights():
                      acc_dtype="UINT7", pe=4, simd=8)
     mems = custom_op["MVTU"](node).memories()
     # weights, the input buffer (8 words of 8 bits, twice), one ROM of the 4 lanes' thresholds
-    assert mems == [Memory(4 * 8, 8 * 8), Memory(8, 2 * 8), Memory(4 * 1 * 7, 32 // 4)]
+    assert mems == [Memory(4 * 8, 8 * 8, logic_when_shallow=True), Memory(8, 2 * 8), Memory(4 * 1 * 7, 32 // 4)]
     # 2-bit output: 3 thresholds per channel
     node = mvtu_node(16, 6, xnor=False, thresholds=True, in_dtype="UINT8", w_dtype="BIPOLAR", out_dtype="UINT2",
                      acc_dtype="INT14", pe=2, simd=8)
     mems = custom_op["MVTU"](node).memories()
-    assert mems == [Memory(2 * 8, 2 * 3), Memory(8 * 8, 2 * 2), Memory(2 * 3 * 14, 3)]
+    assert mems == [Memory(2 * 8, 2 * 3, logic_when_shallow=True), Memory(8 * 8, 2 * 2), Memory(2 * 3 * 14, 3)]
 
 
 @pytest.mark.parametrize("xnor", [True, False])

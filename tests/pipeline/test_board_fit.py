@@ -63,9 +63,8 @@ def test_networks_whose_weights_exceed_the_ecp5_85f_are_refused(tmp_path: Path, 
     assert estimates["board"]["fits"] is False
 
 
-def test_a_residual_network_that_fits_passes_with_its_join_fifos_counted(tmp_path: Path) -> None:
-    from bnnflow.hw.estimates import estimate
-    from bnnflow.hw.rtl.generate import generate_rtl
+def small_resnet(tmp_path: Path):
+    """A narrow ResNet-20 (widths 4-8-16), compiled and folded for the ULX3S: its dataflow graph."""
     from bnnflow.pipeline.compile.stage import compile_model
     from bnnflow.pipeline.config import CompileConfig
 
@@ -73,6 +72,14 @@ def test_a_residual_network_that_fits_passes_with_its_join_fifos_counted(tmp_pat
         warnings.simplefilter("ignore")
         _, dataflow, _ = compile_model(load_model(exported(tmp_path, "resnet20", widths=[4, 8, 16], stem_width=4),
                                                   "export"), CompileConfig(board="ulx3s"))
+    return dataflow
+
+
+def test_a_residual_network_that_fits_passes_with_its_join_fifos_counted(tmp_path: Path) -> None:
+    from bnnflow.hw.estimates import estimate
+    from bnnflow.hw.rtl.generate import generate_rtl
+
+    dataflow = small_resnet(tmp_path)
     board = get_board("ulx3s")
     need = check_fits(dataflow, board)
     est = estimate(dataflow, 100.0, board.fabric)
@@ -84,3 +91,23 @@ def test_a_residual_network_that_fits_passes_with_its_join_fifos_counted(tmp_pat
     # a deep FIFO keeps two of its beats in registers, outside its RAM
     assert listed - 2 * sum(f["width"] for f in fifos) <= est["join_fifos"]["memory_bits"] <= listed
     assert need["memory_bits"] == sum(layer["memory_bits"] for layer in est["layers"]) + est["join_fifos"]["memory_bits"]
+
+
+def test_a_design_short_of_flip_flops_is_refused_naming_them(tmp_path: Path) -> None:
+    """On a made-up ECP5 board with the ULX3S's LUTs and block RAM but few flip-flops, the same small ResNet is
+    refused for its flip-flops alone, in one line giving what it needs against what the board has."""
+    from dataclasses import replace
+
+    from bnnflow.hw.boards import ECP5, Board
+
+    dataflow = small_resnet(tmp_path)
+    ulx3s = get_board("ulx3s")
+    need = design_needs(dataflow, ulx3s)
+    assert 0 < need["flip_flops"] <= ulx3s.flip_flops and need["luts"] <= ulx3s.luts
+    short = Board("ff-short", ulx3s.part, replace(ECP5, ffs_per_lut=need["flip_flops"] / 2 / ulx3s.luts), ulx3s.luts,
+                  ulx3s.ram_blocks, ulx3s.clock_mhz)
+    with pytest.raises(ConfigError) as err:
+        check_fits(dataflow, short)
+    message = str(err.value)
+    assert "\n" not in message and "flip-flops" in message and f"{short.flip_flops:,}" in message
+    assert "LUTs against" not in message and "block RAMs" not in message

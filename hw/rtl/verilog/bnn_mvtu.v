@@ -100,8 +100,10 @@ module bnn_mvtu #(
     localparam integer MTW = IN_BITS + W_BITS + 1;  // a product's width in multi-bit mode
     // Memories of up to LUT_MEM_BITS bits are logic (ROMs) or LUT RAM, bigger ones block RAM, each declared with
     // the yosys attribute that says so: the rule of bnnflow.hw.estimates (LUTROM_MAX_BITS), so the estimate
-    // counts the block RAMs synthesis uses.
+    // counts the block RAMs synthesis uses. A weight ROM of up to SHALLOW_WORDS words is logic at any width
+    // (SHALLOW_ROM_WORDS there): each bit of its word is a 5-input function at most, two LUT4s.
     localparam integer LUT_MEM_BITS = 4096;
+    localparam integer SHALLOW_WORDS = 32;
     localparam integer RSL = 32;  // bits of a logic ROM's word read per copy of the address
 
     // ---- input double buffer: bank {wb}, entry wi is written while bank rb is read ----
@@ -180,7 +182,8 @@ module bnn_mvtu #(
     wire [NB*WW-1:0] banks;
     genvar b, r;
     generate
-        if (WDEPTH <= (1 << BW) && WW * (WDEPTH > 1 ? WDEPTH : 2) <= LUT_MEM_BITS) begin : g_lut_rom
+        if (WDEPTH <= (1 << BW) && (WW * (WDEPTH > 1 ? WDEPTH : 2) <= LUT_MEM_BITS || WDEPTH <= SHALLOW_WORDS))
+        begin : g_lut_rom
             // A shallow ROM is logic, not block RAM: every output bit is a few LUTs decoding the address. A wide
             // one (CNV's second layer: 36 words of 1024 bits) would hang thousands of LUTs on each address bit,
             // so each RSL-bit slice reads with its own registered copy of the address (kept apart in synthesis).
@@ -215,7 +218,7 @@ module bnn_mvtu #(
                 localparam integer IBW = $clog2(BDA);
                 reg [WW-1:0] q;
                 reg [WW-1:0] h;
-                if (WW * BDA <= LUT_MEM_BITS) begin : g_lut
+                if (WW * BDA <= LUT_MEM_BITS || BDA <= SHALLOW_WORDS) begin : g_lut
                     (* rom_style = "logic" *) reg [WW-1:0] rom [0:BDA-1];
                     initial $readmemh({WEIGHT_FILE, "_", D1, D0, ".hex"}, rom);
                     always @(posedge clk) q <= rom[waddr[IBW-1:0]];  // bits above IBW are 0 when this bank is read

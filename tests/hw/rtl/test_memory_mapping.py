@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bnnflow.hw.boards import ECP5
-from bnnflow.hw.estimates import estimate, hw_ops, memory_cost
+from bnnflow.hw.estimates import LUTROM_MAX_BITS, estimate, hw_ops, memory_cost
 from bnnflow.hw.rtl.generate import ACCEL_TOP, generate_rtl
 from tests.hw.conftest import graph_of, hw_node, residual_dag
 from tests.hw.rtl.test_stream_ops import DAGS
@@ -48,9 +48,22 @@ def _conv_search():
     return graph_of(nodes, tensors, ["x"], ["y"], initializers)
 
 
+def _shallow_wide():
+    """x (3 x 3 x 288, UINT4) -> MVTU (PE 8, SIMD 32): its weight ROM is 18 words of 512 bits, over
+    LUTROM_MAX_BITS but shallow enough for logic (SHALLOW_ROM_WORDS), where block RAM would take 15 blocks."""
+    rng = np.random.default_rng(5)
+    mw, mh = 288, 16
+    nodes = [hw_node("MVTU", ["x", "w", "t"], ["y"], MW=mw, MH=mh, PE=8, SIMD=32, numInputVectors=[3, 3],
+                     inputDataType="UINT4", outputDataType="UINT2", weightDataType="INT2", accDataType="INT16")]
+    tensors = {"x": ([3, 3, mw], "UINT4"), "y": ([3, 3, mh], "UINT2")}
+    initializers = {"w": rng.integers(-2, 2, (mw, mh)), "t": np.sort(rng.integers(-40, 40, (mh, 3)), axis=1)}
+    return graph_of(nodes, tensors, ["x"], ["y"], initializers)
+
+
 #: a residual DAG (a padded window, signs, a sum pool, a shallow join FIFO), the fully connected residual block
 #: whose join FIFO is deep (block RAM), and the conv with every threshold and correction memory
-DESIGNS = {"residual-dag": residual_dag, "vector": DAGS["vector"], "conv-search": _conv_search}
+DESIGNS = {"residual-dag": residual_dag, "vector": DAGS["vector"], "conv-search": _conv_search,
+           "shallow-wide": _shallow_wide}
 
 
 def _synth_cells(folder: Path, sources: list[Path]) -> dict[str, int]:
@@ -70,7 +83,9 @@ def test_block_rams_of_synthesis_are_the_estimate(tmp_path: Path, case: str) -> 
     memories = [m for _, op in hw_ops(model) for m in op.memories(model)]
     # each design has memories on both sides of the rule (the conv and the vector block have block RAM)
     assert any(memory_cost(m, ECP5)[1] for m in memories)
-    assert case == "residual-dag" or expected > 0
+    assert case in ("residual-dag", "shallow-wide") or expected > 0
+    if case == "shallow-wide":  # the weight ROM is in logic though it is over LUTROM_MAX_BITS
+        assert any(m.bits > LUTROM_MAX_BITS and memory_cost(m, ECP5)[0] == 0 for m in memories)
     cells = _synth_cells(design.folder, design.source_paths)
     assert cells.get("DP16KD", 0) == expected, (cells, expected)
     assert cells.get("TRELLIS_DPR16X4", 0) > 0, cells  # output FIFOs, pool rows, shallow buffers: LUT RAM
