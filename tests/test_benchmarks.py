@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,41 @@ def test_fpga_benchmark_smoke(tmp_path: Path) -> None:
     (result,) = main(["--networks", "tfc", "--frames", "30", "--no-build", "--out", str(tmp_path)])
     assert result["cosim_mismatches"] == 0 and result["cosim_frames"] == 30
     assert result["initiation_interval_cycles"] <= 100  # 1 M frames/s at 100 MHz
+
+
+def test_fpga_benchmark_finn_figures() -> None:
+    """FINN's estimate reports (as ``collect_reports`` reads them) become fpga.json's figures, frames/s per 1000 of
+    FINN's LUTs included, and the line beside ours says both at the same clock, built or only estimated."""
+    from benchmarks.fpga import finn_figures, finn_line
+
+    reports = {"estimated_fps": 3051.8, "estimated_resources": {"LUT": 22670.0, "BRAM_18K": 147.0, "URAM": 0.0}}
+    figures = finn_figures(reports, 100.0)
+    assert figures == {"finn_clock_mhz": 100.0, "finn_estimated_fps": 3051.8, "finn_estimated_luts": 22670.0,
+                       "finn_estimated_bram_18k": 147.0,
+                       "finn_estimated_fps_per_1000_luts": pytest.approx(3051.8 / 22.67)}
+    row = {"network": "cnv", "initiation_interval_cycles": 32768, "luts_estimated": 28700, "ram_blocks_estimated": 151,
+           "fps_per_1000_luts_estimated": 106.3, **figures}
+    assert finn_line(row) == ("cnv: FINN estimates 3,051.8 frames/s at 100 MHz, 22,670 LUT (Xilinx LUT6) and 147 "
+                              "BRAM_18K at this folding: 135 frames/s per 1k LUT; we estimate 3,051.8 frames/s, "
+                              "28,700 LUT4 and 151 DP16KD: 106 per 1k LUT4")
+    built = finn_line({**row, "luts": 22111, "ram_blocks": 143, "fps_per_1000_luts": 141.3})
+    assert built.endswith("we place 22,111 LUT4 and 143 DP16KD: 138 frames/s per 1k LUT4 at 100 MHz (141 at Fmax)")
+    assert finn_line({"network": "cnv"}) is None
+
+
+@pytest.mark.skipif(not (os.environ.get("FINN_ROOT") and os.environ.get("FINN_PYTHON")),
+                    reason="needs FINN (FINN_ROOT, FINN_PYTHON), which is not on PyPI")
+def test_fpga_benchmark_finn_estimate(tmp_path: Path) -> None:
+    """With FINN: FINN's estimate of TFC at the benchmark's folding equals our frame rate, its Python verification
+    passes, and fpga.json keeps the figures (about a minute: FINN's estimate steps, no Vivado)."""
+    from benchmarks.fpga import main
+
+    (result,) = main(["--networks", "tfc", "--frames", "5", "--no-build", "--finn", "--out", str(tmp_path)])
+    assert result["finn_estimated_fps"] == pytest.approx(100e6 / result["initiation_interval_cycles"], abs=0.1)
+    assert result["finn_estimated_luts"] > 0 and result["finn_estimated_bram_18k"] >= 0
+    verified = list((tmp_path / "tfc" / "finn" / "output" / "verification_output").glob("verify_*"))
+    assert verified and all("SUCCESS" in p.name for p in verified)
+    assert json.loads((tmp_path / "fpga.json").read_text())[0]["finn_estimated_fps"] == result["finn_estimated_fps"]
 
 
 def test_edge_benchmark_smoke(tmp_path: Path) -> None:
