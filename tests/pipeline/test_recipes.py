@@ -55,7 +55,8 @@ def test_recipe_loads_validates_and_builds(path: Path):
         assert model.eval()(torch.zeros(1, *shape)).shape == (1, classes)
 
 
-DIGITS_RECIPES = [path for path in RECIPES if "-digits-" in path.stem]
+DIGITS_RECIPES = [path for path in RECIPES if path.stem.endswith("-digits-resnet20-hw")]
+CNV_DIGITS = next(path for path in RECIPES if path.stem == "bnn-pynq-digits-cnv")
 
 
 def test_there_is_a_digits_recipe_per_method():
@@ -87,3 +88,23 @@ def test_digits_recipe_reaches_the_simulator_exactly(cli, tmp_path: Path, path: 
     assert stages["simulate"]["mismatches"] == 0 and stages["simulate"]["simulated_samples"] == 16
     ops = {node.op_type for node in onnx.load(tmp_path / "run" / "dataflow.onnx").graph.node}
     assert {"DuplicateStreams", "AddStreams", "Downsample", "ChannelPad"} <= ops  # the residual graph, in hardware
+
+
+def test_cnv_digits_recipe_folds_for_the_board(cli, tmp_path: Path) -> None:
+    """CNV on the bundled digits at 3x32x32 compiles with board-budget folding for the ULX3S: the fastest design
+    the resource model fits (far above the fully folded one), exact against the simulator."""
+    import json
+
+    cfg = load_config(CNV_DIGITS)
+    assert (cfg.model.name, cfg.data.image_size, cfg.data.channels) == ("cnv", 32, 3)
+    assert (cfg.compile.board, cfg.compile.target_fps) == ("ulx3s", 0)
+    result = cli("run", str(CNV_DIGITS), "--out", "run", "--epochs", "1", "--steps", "train,export,compile,simulate",
+                 "--set", "data.limit_train=128", "--set", "data.limit_test=16", "--set", "train.threads=1")
+    assert result.returncode == 0, result.stderr
+    stages = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]
+    assert stages["compile"]["dataflow_mismatches"] == 0 and stages["simulate"]["mismatches"] == 0
+    estimates = json.loads((tmp_path / "run" / "compile" / "estimates.json").read_text())
+    assert estimates["folding"]["mode"] == "board" and estimates["folding"]["fits"] and estimates["board"]["fits"]
+    assert estimates["luts"] <= estimates["folding"]["lut_budget"]
+    assert estimates["flip_flops"] <= estimates["folding"]["ff_budget"]
+    assert estimates["frames_per_second"] > 3_000  # FINN's published CNV rate; fully folded is about 2 frames/s
