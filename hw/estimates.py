@@ -8,11 +8,13 @@ Pure analysis functions of ``dataflow.onnx`` (they never change the graph), call
 - latency of one frame through the empty pipeline is bounded by the longest path's sum of cycles (each op is
   assumed to need its whole frame before the next finishes; FIFOs between ops are not counted; the branches of
   a residual block run side by side);
-- LUTs: the ops' logic models, plus memories small enough to sit in LUTs as ROMs;
+- LUTs and flip-flops: on a fabric with a calibrated model (``bnnflow.hw.rtl.resources``, the ECP5) that model's
+  figures for each RTL instance, the width converters and the board wrapper; elsewhere the ops' logic models
+  plus the memories in LUTs, and no flip-flops;
 - block RAM: each memory goes to the fewest blocks over the fabric's port shapes (``width x depth``); memories
   of up to ``LUTROM_MAX_BITS`` bits, those read asynchronously and weight ROMs of up to ``SHALLOW_ROM_WORDS``
-  words go to LUTs instead. The RTL declares every
-  memory with the yosys attribute (``rom_style`` / ``ram_style``) of the same rule, so synthesis maps them so;
+  words go to LUTs instead. The RTL declares every memory with the yosys attribute (``rom_style`` /
+  ``ram_style``) of the same rule, so synthesis maps them so;
 - the FIFOs before residual joins, sized by the RTL's rule (``bnnflow.hw.rtl.fifos``), count as memories too
   (``join_fifos``; they belong to the graph, not to an op).
 """
