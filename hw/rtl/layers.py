@@ -24,6 +24,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.estimates import hw_ops
 from bnnflow.hw.ops.base import PARALLEL_THRESHOLDS, bank_depth
+from bnnflow.hw.rtl.resources import threshold_hold_bits
 from bnnflow.hw.rtl.stream import StreamFormat, encode, write_hex
 
 
@@ -234,7 +235,7 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
         params.update(PAD=1, OH=len(rows), OWD=len(cols), NCLS=classes, ROW_FILE=roms[-3], COL_FILE=roms[-2],
                       CORR_FILE=roms[-1])
     # two input vectors (the double buffer), and the output FIFO (NF beats a vector) that also holds the pipeline
-    stages = 10 + (not xnor) + 2 * pad + (4 * levels - 1 if n_thr and levels else 0)
+    stages = 10 + (not xnor) + 2 * pad + (4 * levels - 1 if n_thr and levels else 0) + bool(threshold_hold_bits(params))
     held = sf * (2 + -(-_out_fifo_depth(stages, 5, 16) // nf))
     return Layer(node.name, "bnn_mvtu", params, StreamFormat(simd, in_bits, in_signed, vectors * sf),
                  StreamFormat(pe, out_bits, out_signed, vectors * nf), roms, held)
@@ -308,7 +309,7 @@ def _thresholding(folder: Path, model: ModelWrapper, node, op) -> Layer:
         roms.append(_rom(folder, f"{node.name}_signs.hex", negative.reshape(c // pe, pe), pe, 1, False))
         params.update(SIGNS=1, SIGN_FILE=roms[-1])
     # the pipeline and output FIFO hold a result per input beat: the FIFO's depth (it has room for the pipeline)
-    held = _out_fifo_depth(1 + 4 * levels, 4, 16) if levels else 4
+    held = _out_fifo_depth(1 + 4 * levels, 4, 16) if levels else 8 if threshold_hold_bits(params) else 4
     return Layer(node.name, "bnn_threshold", params, StreamFormat(pe, in_bits, in_signed, vectors * (c // pe)),
                  StreamFormat(pe, out_bits, out_signed, vectors * (c // pe)), roms, held_beats=held)
 

@@ -44,6 +44,20 @@ def _search_bank_bits(p: dict[str, Any], words_at_root: int) -> int:
     return extra * p["ACC_W"]
 
 
+def threshold_hold_bits(p: dict[str, Any]) -> int:
+    """Flip-flops of ``bnn_thr_count``'s second hold on thresholds compared at once from block RAM (over
+    ``LUTROM_MAX_BITS`` in all): the word, and the value delayed to meet it; 0 when the thresholds are logic or
+    searched. ``p``: a ``bnn_mvtu`` or ``bnn_threshold`` instance's parameters."""
+    from bnnflow.hw.estimates import LUTROM_MAX_BITS  # the estimates import this module
+
+    n_thr = p.get("N_THR", 0)
+    word = p["PE"] * n_thr * p["ACC_W"]
+    folds = p.get("MH", p.get("C", 0)) // p["PE"]
+    if not n_thr or p.get("SEARCH", 0) or word * folds <= LUTROM_MAX_BITS:
+        return 0
+    return word + p["PE"] * p["ACC_W"]
+
+
 def _mvtu(p: dict[str, Any]) -> dict[str, float]:
     pe, simd, acc = p["PE"], p["SIMD"], p["ACC_W"]
     sf, nf = p["MW"] // simd, p["MH"] // pe
@@ -62,6 +76,7 @@ def _mvtu(p: dict[str, Any]) -> dict[str, float]:
         "compare_bits": pe * acc * (0 if search else p["N_THR"]),
         "search_bits": pe * acc * search,
         "search_bank_bits": pe * _search_bank_bits(p, nf),
+        "thr_hold_bits": threshold_hold_bits(p),
         "bank_select_bits": lanes * p["W_BITS"] * (banks - 1),
         "out_bits": pe * p["OUT_BITS"],
         "counter_bits": _log2(sf) + _log2(nf) + _log2(nf * sf),
@@ -79,7 +94,8 @@ def _threshold(p: dict[str, Any]) -> dict[str, float]:
     pe, acc, search = p["PE"], p["ACC_W"], p.get("SEARCH", 0)
     nf = p["C"] // pe
     return {"const": 1, "compare_bits": pe * acc * (0 if search else p["N_THR"]), "search_bits": pe * acc * search,
-            "search_bank_bits": pe * _search_bank_bits(p, nf), "sign_bits": pe * p["IN_BITS"] * p.get("SIGNS", 0),
+            "search_bank_bits": pe * _search_bank_bits(p, nf), "thr_hold_bits": threshold_hold_bits(p),
+            "sign_bits": pe * p["IN_BITS"] * p.get("SIGNS", 0),
             "out_bits": pe * p["OUT_BITS"], "counter_bits": _log2(nf)}
 
 

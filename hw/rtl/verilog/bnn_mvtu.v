@@ -85,9 +85,11 @@ module bnn_mvtu #(
     // the padding correction: its ROM's output is registered (a block RAM's data comes late), then added in a
     // register of its own
     localparam integer CSTAGE = PAD != 0 ? 2 : 0;
-    // registers from issue to the FIFO: read, 2 hold, select, products, 4 sums, accumulate, 2 correction, output
-    // (or the search's four registers a level)
-    localparam integer STAGES = 10 + PSTAGE + CSTAGE + (SEARCH > 0 ? 4 * SEARCH - 1 : 0);
+    // thresholds in block RAM are held once more, and the value with them (bnn_thr_count)
+    localparam integer THOLD = N_THR > 0 && SEARCH == 0 && PE * N_THR * ACC_W * NF > 4096 ? 1 : 0;
+    // registers from issue to the FIFO: read, 2 hold, select, products, 4 sums, accumulate, 2 correction, threshold
+    // hold, output (or the search's four registers a level)
+    localparam integer STAGES = 10 + PSTAGE + CSTAGE + THOLD + (SEARCH > 0 ? 4 * SEARCH - 1 : 0);
     // the output FIFO (a power of two, 16 or more) has room for the pipeline and 5 results more
     localparam integer DEPTH = STAGES + 5 <= 16 ? 16 : 1 << $clog2(STAGES + 5);
     localparam integer ROOM_I = DEPTH - STAGES;  // issue only while the FIFO holds fewer: in-flight results fit

@@ -5,7 +5,9 @@
 // Up to 15 thresholds (SEARCH = 0) are all compared at once: THRESH_FILE holds NF words of PE*N_THR*ACC_W bits,
 // word nf lane p threshold i at [(p*N_THR + i)*ACC_W] for channel nf*PE + p. They are read into a register a
 // cycle ahead of the value (in_nf_early: the fold of the value arriving on the next cycle), then compared,
-// counted and registered: LATENCY = 1 cycle after the value. More are searched (SEARCH = the levels of the
+// counted and registered: LATENCY = 1 cycle after the value. Thresholds of more than 4096 bits in all sit in
+// block RAM, whose data comes late in its cycle (5.6 ns on the ECP5) and may be placed far from the compare: its
+// word is held once more, and the value delayed a cycle to match, LATENCY = 2 (THR_HOLD). More are searched (SEARCH = the levels of the
 // search tree) by bnn_thr_search from the memories SEARCH_FILE_ss_ppp_bb.hex (level s in banks of
 // 2^SEARCH_BANKS[4s+3:4s] words), with the value's fold in_nf: LATENCY = 4 * SEARCH.
 `default_nettype none
@@ -46,21 +48,35 @@ module bnn_thr_count #(
             localparam integer TW = PE * N_THR * ACC_W;
             localparam [OUT_BITS:0] BIAS = OUT_BIAS[OUT_BITS:0];
             reg [TW-1:0] t;
+            wire [PE*ACC_W-1:0] x;  // the value, beside its thresholds
+            wire x_valid;
             // logic up to 4096 bits, block RAM above (bnnflow.hw.estimates' LUTROM_MAX_BITS)
             if (TW * NF <= 4096) begin : g_lut
                 (* rom_style = "logic" *) reg [TW-1:0] trom [0:NF-1];
                 initial $readmemh(THRESH_FILE, trom);
                 always @(posedge clk) t <= trom[in_nf_early];
+                assign x = in_value;
+                assign x_valid = in_valid;
             end else begin : g_block
                 (* rom_style = "block" *) reg [TW-1:0] trom [0:NF-1];
                 initial $readmemh(THRESH_FILE, trom);
-                always @(posedge clk) t <= trom[in_nf_early];
+                reg [TW-1:0] tb;  // the block RAM's data, registered before anything else reads it
+                reg [PE*ACC_W-1:0] xd;
+                reg xd_valid;
+                always @(posedge clk) begin
+                    tb <= trom[in_nf_early];
+                    t <= tb;
+                    xd <= in_value;
+                    xd_valid <= in_valid && !rst;
+                end
+                assign x = xd;
+                assign x_valid = xd_valid;
             end
             wire [PE*OUT_BITS-1:0] codes;
             for (p = 0; p < PE; p = p + 1) begin : g_pe
                 wire [N_THR-1:0] hit;
                 for (s = 0; s < N_THR; s = s + 1) begin : g_t
-                    assign hit[s] = $signed(in_value[p*ACC_W +: ACC_W]) >= $signed(t[(p*N_THR + s)*ACC_W +: ACC_W]);
+                    assign hit[s] = $signed(x[p*ACC_W +: ACC_W]) >= $signed(t[(p*N_THR + s)*ACC_W +: ACC_W]);
                 end
                 wire [OUT_BITS:0] n;
                 bnn_sum_tree #(.N(N_THR), .TW(1), .SIGNED(0), .OW(OUT_BITS + 1)) u_count (.terms(hit), .sum(n));
@@ -74,7 +90,7 @@ module bnn_thr_count #(
             reg v;
             always @(posedge clk) begin
                 o <= codes;
-                v <= in_valid && !rst;
+                v <= x_valid && !rst;
             end
             assign out_code = o;
             assign out_valid = v;

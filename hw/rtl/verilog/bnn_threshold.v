@@ -37,10 +37,12 @@ module bnn_threshold #(
 );
     localparam integer NF = C / PE;
     localparam integer NFW = NF > 1 ? $clog2(NF) : 1;
-    // input and threshold read, then the output register, or the search's four registers a level
-    localparam integer STAGES = SEARCH > 0 ? 1 + 4 * SEARCH : 2;
+    // thresholds in block RAM are held once more, and the value with them (bnn_thr_count)
+    localparam integer THOLD = SEARCH == 0 && PE * N_THR * ACC_W * NF > 4096 ? 1 : 0;
+    // input and threshold read, (threshold hold,) then the output register, or the search's four registers a level
+    localparam integer STAGES = SEARCH > 0 ? 1 + 4 * SEARCH : 2 + THOLD;
     // the output FIFO (a power of two) has room for the pipeline and a few results more
-    localparam integer DEPTH = SEARCH == 0 ? 4 : STAGES + 4 <= 16 ? 16 : 1 << $clog2(STAGES + 4);
+    localparam integer DEPTH = SEARCH == 0 ? 4 << THOLD : STAGES + 4 <= 16 ? 16 : 1 << $clog2(STAGES + 4);
     localparam integer ROOM_I = DEPTH - STAGES;
     localparam integer NF_LAST_I = NF - 1;
     localparam [NFW-1:0] NF_LAST = NF_LAST_I[NFW-1:0];

@@ -54,6 +54,8 @@ THRESHOLDINGS = {
     "parallel-signs-unsigned": dict(channels=8, pe=4, in_type="UINT4", out_type="UINT2", count=3, bias=0,
                                     signs=True),
     "parallel-signs-signed": dict(channels=6, pe=2, in_type="INT5", out_type="INT2", count=3, bias=-2, signs=True),
+    # 3 thresholds compared at once from block RAM (over 4096 bits): the word is held once more
+    "parallel-block": dict(channels=512, pe=2, in_type="INT6", out_type="UINT2", count=3, bias=0, signs=False),
     # the residual requantization: INT9 -> INT8 with 255 thresholds, searched
     "search-255-signed": dict(channels=4, pe=2, in_type="INT9", out_type="INT8", count=255, bias=-128, signs=False),
     "search-255-signs": dict(channels=4, pe=4, in_type="INT9", out_type="INT8", count=255, bias=-128, signs=True),
@@ -106,6 +108,9 @@ def _int_mvtu(mw: int, mh: int, pe: int, simd: int, in_type: str, out_type: str,
 MVTUS = {
     "3-unsigned": dict(mw=12, mh=4, pe=2, simd=3, in_type="UINT3", out_type="UINT2", count=3, bias=0, xnor=False),
     "15-signed": dict(mw=8, mh=6, pe=3, simd=8, in_type="INT4", out_type="INT4", count=15, bias=-8, xnor=False),
+    # thresholds compared at once from block RAM (over 4096 bits): the word is held once more
+    "3-xnor-block": dict(mw=16, mh=512, pe=2, simd=16, in_type="BINARY", out_type="UINT2", count=3, bias=0,
+                         xnor=True),
     "16-unsigned": dict(mw=12, mh=4, pe=4, simd=2, in_type="UINT3", out_type="UINT5", count=16, bias=0, xnor=False),
     "255-signed": dict(mw=16, mh=6, pe=2, simd=4, in_type="INT4", out_type="INT8", count=255, bias=-128,
                        xnor=False),
