@@ -7,9 +7,10 @@
 // cycle ahead of the value (in_nf_early: the fold of the value arriving on the next cycle), then compared,
 // counted and registered: LATENCY = 1 cycle after the value. Thresholds of more than 4096 bits in all sit in
 // block RAM, whose data comes late in its cycle (5.6 ns on the ECP5) and may be placed far from the compare: its
-// word is held once more, and the value delayed a cycle to match, LATENCY = 2 (THR_HOLD). More are searched (SEARCH = the levels of the
-// search tree) by bnn_thr_search from the memories SEARCH_FILE_ss_ppp_bb.hex (level s in banks of
-// 2^SEARCH_BANKS[4s+3:4s] words), with the value's fold in_nf: LATENCY = 4 * SEARCH.
+// word is held once more, and the value delayed a cycle to match, LATENCY = 2 (the units around count it as
+// THOLD). More are searched (SEARCH = the levels of the search tree) by bnn_thr_search from the memories
+// SEARCH_FILE_ss_ppp_bb.hex (level s in banks of 2^SEARCH_BANKS[4s+3:4s] words), with the value's fold in_nf:
+// LATENCY = 4 * SEARCH.
 `default_nettype none
 
 module bnn_thr_count #(
