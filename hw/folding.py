@@ -8,7 +8,9 @@ Two targets:
 - ``fold_for_board``: the fastest pipeline that fits a board. Starting fully folded (PE = SIMD = 1, the
   smallest design), the bottleneck op repeatedly takes the next-faster legal folding while the whole design
   still fits the board's LUT share and block RAMs; it stops at the first step that would not fit, or once the
-  pipeline reaches an optional frame-rate cap. A design that does not fit even fully folded stays fully folded
+  pipeline reaches an optional frame-rate cap. On a fabric with a measured timing limit (``Fabric.max_array_bits``)
+  no matrix unit grows wider than it, since a wider array's input word does not reach its farthest PE within a
+  clock cycle. A design that does not fit even fully folded stays fully folded
   and is marked ``fits: False`` with the reason: it still gets its RTL and cosimulation, and the bitstream stage
   refuses it before synthesis.
 
@@ -77,6 +79,13 @@ class _Unit:
         return self._costs[key]
 
 
+def array_bits(op: HWOp, fold: dict[str, int]) -> int:
+    """Product bits per cycle of a matrix unit at ``fold``: PE x SIMD x input bits x weight bits (0 for other ops)."""
+    if not hasattr(op, "weight_bits"):
+        return 0
+    return fold["PE"] * fold["SIMD"] * op.input_datatype().bitwidth() * op.weight_bits()
+
+
 def _units(model: ModelWrapper) -> list[_Unit]:
     ops = hw_ops(model)
     producers = {node.output[0]: (node, op) for node, op in ops}
@@ -134,7 +143,7 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap:
     need = [sum(c[1] for c in costs) + fifos["luts"] + wrapper["luts"], sum(c[2] for c in costs) + fifos["ram_blocks"],
             sum(c[3] for c in costs) + fifos["flip_flops"] + wrapper["flip_flops"]]
     result = {"mode": "board", "board": board.name, "lut_budget": budget[0], "ram_budget": budget[1],
-              "ff_budget": budget[2], "fps_cap": fps_cap, "steps": 0}
+              "ff_budget": budget[2], "fps_cap": fps_cap, "max_array_bits": fabric.max_array_bits, "steps": 0}
     if any(n > b for n, b in zip(need, budget)):
         # the smallest design (applied above): it still gets its RTL and cosimulation; the bitstream stage refuses it
         return {**result, "fits": False, "problem": (
@@ -148,7 +157,8 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap:
             break
         unit = units[slowest]
         faster = [(unit.cost_of(f, fabric), f) for f in unit.options]
-        faster = [(c, f) for c, f in faster if c[0] < costs[slowest][0]]
+        faster = [(c, f) for c, f in faster if c[0] < costs[slowest][0]
+                  and (not fabric.max_array_bits or array_bits(unit.op, f) <= fabric.max_array_bits)]
         if not faster:
             break
         cost, fold = max(faster, key=lambda cf: (cf[0][0], -cf[0][1]))  # the smallest step, cheapest first

@@ -14,7 +14,7 @@ from qonnx.custom_op.registry import getCustomOp
 from bnnflow.errors import ConfigError
 from bnnflow.hw.boards import BOARDS, ECP5, LUT_BUDGET_SHARE, XILINX, Board, Fabric, get_board
 from bnnflow.hw.estimates import estimate, memory_cost
-from bnnflow.hw.folding import FoldingError, fold_for_board, fold_for_fps
+from bnnflow.hw.folding import FoldingError, array_bits, fold_for_board, fold_for_fps
 from tests.hw.conftest import build_dataflow, fresh
 
 CLOCK_MHZ = 100.0
@@ -275,13 +275,34 @@ def test_fold_for_board_keeps_to_the_flip_flops(tfc, board_folded):
     """On a made-up ECP5 board with the ULX3S's LUTs and block RAM but a quarter of its flip-flops, the folding
     stops where the flip-flops run out: within their budget, with LUTs to spare, and slower than the ULX3S's."""
     ulx3s = get_board("ulx3s")
-    board = Board("ff-bound", "none", replace(ECP5, ffs_per_lut=0.25), ulx3s.luts, ulx3s.ram_blocks, CLOCK_MHZ)
+    wide = replace(ECP5, max_array_bits=0)  # no timing limit, so only the budgets stop the folding
+    board = Board("ff-bound", "none", replace(wide, ffs_per_lut=0.25), ulx3s.luts, ulx3s.ram_blocks, CLOCK_MHZ)
     model = fresh(tfc)
     result = fold_for_board(model, board, CLOCK_MHZ)
     est = estimate(model, CLOCK_MHZ, board.fabric)
     assert result["fits"] and result["ff_budget"] == int(board.flip_flops * LUT_BUDGET_SHARE)
     assert est["flip_flops"] <= result["ff_budget"] and est["luts"] < result["lut_budget"]
-    assert est["frames_per_second"] < estimate(board_folded("ulx3s")[0], CLOCK_MHZ, ECP5)["frames_per_second"]
+    full = fresh(tfc)
+    fold_for_board(full, replace(ulx3s, fabric=wide), CLOCK_MHZ)
+    assert est["frames_per_second"] < estimate(full, CLOCK_MHZ, wide)["frames_per_second"]
+
+
+def _widest(model) -> int:
+    return max(array_bits(getCustomOp(n), getCustomOp(n).folding()) for n in hw_nodes(model) if n.op_type == "MVTU")
+
+
+@pytest.mark.parametrize("network", ["tfc", "cnv"])
+def test_fold_for_board_keeps_matrix_units_within_the_fabrics_timing_limit(network, request):
+    """The ULX3S folding stops growing a matrix unit at ECP5's measured limit; without the limit the same budget
+    builds a wider, faster one, so the limit is what stopped it."""
+    source, ulx3s = request.getfixturevalue(network), get_board("ulx3s")
+    limited, unlimited = fresh(source), fresh(source)
+    result = fold_for_board(limited, ulx3s, CLOCK_MHZ)
+    fold_for_board(unlimited, replace(ulx3s, fabric=replace(ECP5, max_array_bits=0)), CLOCK_MHZ)
+    assert result["fits"] and result["max_array_bits"] == ECP5.max_array_bits > 0
+    assert _widest(limited) <= ECP5.max_array_bits < _widest(unlimited)
+    fps = [estimate(m, CLOCK_MHZ, ECP5)["frames_per_second"] for m in (limited, unlimited)]
+    assert fps[0] < fps[1]
 
 
 def test_bigger_board_is_at_least_as_fast(board_folded):
