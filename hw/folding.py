@@ -153,14 +153,21 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap:
     steps = 0
     while True:
         slowest = max(range(len(units)), key=lambda i: costs[i][0])
-        if fps_cap and clock_mhz * 1e6 / costs[slowest][0] >= fps_cap:
-            break
         unit = units[slowest]
-        faster = [(unit.cost_of(f, fabric), f) for f in unit.options]
-        faster = [(c, f) for c, f in faster if c[0] < costs[slowest][0]
-                  and (not fabric.max_array_bits or array_bits(unit.op, f) <= fabric.max_array_bits)]
-        if not faster:
+        if fps_cap and clock_mhz * 1e6 / costs[slowest][0] >= fps_cap:
+            stop = f"the rate reached fps_cap ({fps_cap:g} frames/s)"
             break
+        faster = [(unit.cost_of(f, fabric), f) for f in unit.options]
+        faster = [(c, f) for c, f in faster if c[0] < costs[slowest][0]]
+        if not faster:
+            stop = f"the bottleneck {unit.node.name} is fully parallel"
+            break
+        limit = fabric.max_array_bits
+        if limit and all(array_bits(unit.op, f) > limit for _, f in faster):
+            stop = (f"the bottleneck {unit.node.name} is at the {fabric.name.upper()}'s timing limit of {limit:,} "
+                    "product bits per cycle")
+            break
+        faster = [(c, f) for c, f in faster if not limit or array_bits(unit.op, f) <= limit]
         cost, fold = max(faster, key=lambda cf: (cf[0][0], -cf[0][1]))  # the smallest step, cheapest first
         new = [n - costs[slowest][k] + cost[k] for n, k in zip(need, (1, 2, 3))]
         unit.apply(fold)  # the width converters and join FIFOs follow the lanes of the layers around them
@@ -168,9 +175,10 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap:
         new = [n + moved[key] - fifos[key] for n, key in zip(new, ("luts", "ram_blocks", "flip_flops"))]
         if any(n > b for n, b in zip(new, budget)):
             unit.apply(current[slowest])
+            stop = f"speeding up the bottleneck {unit.node.name} would not fit {board.name}"
             break
         current[slowest], costs[slowest], need, fifos = fold, cost, new, moved
         steps += 1
     for unit, fold in zip(units, current):
         unit.apply(fold)
-    return {**result, "steps": steps, "fits": True}
+    return {**result, "steps": steps, "fits": True, "stopped": stop}

@@ -136,6 +136,10 @@ def compile_run(cfg: Config, run: RunDir, images: np.ndarray | None = None) -> d
         "board": cfg.compile.board,
         "fits_board": estimates["board"]["fits"],
     }
+    if "stopped" in estimates["folding"]:  # board folding: why the design is no faster
+        figures["folding_stopped"] = estimates["folding"]["stopped"]
+        out.info(f"folded for {cfg.compile.board} at {estimates['frames_per_second']:,.0f} frames/s: no faster, as "
+                 f"{figures['folding_stopped']}")
     if not cfg.compile.verify:
         return figures
     if images is None:

@@ -268,6 +268,7 @@ def test_fps_cap_stops_at_the_first_folding_that_reaches_it(tfc, board_folded):
     result = fold_for_board(model, board, CLOCK_MHZ, fps_cap=cap)
     capped = estimate(model, CLOCK_MHZ, board.fabric)
     assert result["fps_cap"] == cap and cap <= capped["frames_per_second"] < uncapped["frames_per_second"]
+    assert result["stopped"].startswith("the rate reached fps_cap")
     assert capped["luts"] < uncapped["luts"]
 
 
@@ -281,6 +282,7 @@ def test_fold_for_board_keeps_to_the_flip_flops(tfc, board_folded):
     result = fold_for_board(model, board, CLOCK_MHZ)
     est = estimate(model, CLOCK_MHZ, board.fabric)
     assert result["fits"] and result["ff_budget"] == int(board.flip_flops * LUT_BUDGET_SHARE)
+    assert result["stopped"].endswith("would not fit ff-bound")
     assert est["flip_flops"] <= result["ff_budget"] and est["luts"] < result["lut_budget"]
     full = fresh(tfc)
     fold_for_board(full, replace(ulx3s, fabric=wide), CLOCK_MHZ)
@@ -300,6 +302,7 @@ def test_fold_for_board_keeps_matrix_units_within_the_fabrics_timing_limit(netwo
     result = fold_for_board(limited, ulx3s, CLOCK_MHZ)
     fold_for_board(unlimited, replace(ulx3s, fabric=replace(ECP5, max_array_bits=0)), CLOCK_MHZ)
     assert result["fits"] and result["max_array_bits"] == ECP5.max_array_bits > 0
+    assert "timing limit of 2,048 product bits" in result["stopped"]
     assert _widest(limited) <= ECP5.max_array_bits < _widest(unlimited)
     fps = [estimate(m, CLOCK_MHZ, ECP5)["frames_per_second"] for m in (limited, unlimited)]
     assert fps[0] < fps[1]

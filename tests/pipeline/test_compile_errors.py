@@ -122,6 +122,9 @@ def test_compile_qonnx_file_from_elsewhere(cli, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "tfc" / "summary.json").read_text())["stages"]["compile"]
     assert summary["verified_samples"] == 256 and summary["dataflow_mismatches"] == 0
+    # board folding says why the design is no faster (here the default fps_cap)
+    assert summary["folding_stopped"] == "the rate reached fps_cap (250000 frames/s)"
+    assert f"folded for pynq-z1 at {summary['frames_per_second']:,.0f} frames/s: no faster, as the rate" in result.stderr
     assert cli("simulate", str(tmp_path / "tfc")).returncode == 0
     np.save(tmp_path / "x.npy", np.zeros((4, 3, 32, 32), dtype=np.float32))
     bad = cli("compile", str(tmp_path / "tfc.onnx"), "--out", "tfc2", "--inputs", str(tmp_path / "x.npy"))
