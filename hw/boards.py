@@ -24,8 +24,8 @@ class Fabric:
     ram_block_bits: int  #: bits of one block RAM (18 Kbit, or 4 Kbit on iCE40)
     ram_shapes: tuple[tuple[int, int], ...]  #: (width, depth) configurations of one block
     ffs_per_lut: float  #: flip-flops beside each LUT (a Xilinx slice: 4 LUT6, 8 FF; an ECP5 or iCE40 one: 1 for 1)
-    #: the widest matrix unit board folding builds, in product bits per cycle (PE x SIMD x input bits x weight bits),
-    #: where wider ones were measured to miss the board clock; 0 = no limit measured
+    #: the widest matrix unit board folding builds, in product bits per cycle (PE x SIMD x input bits x weight
+    #: bits), where wider ones were measured to miss the board clock; 0 = no limit measured
     max_array_bits: int = 0
 
     @property
@@ -36,9 +36,10 @@ class Fabric:
 
 RAMB18_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
 XILINX = Fabric("xilinx", 6, 18432, RAMB18_SHAPES, 2)
-#: ECP5-85 at 100 MHz (nextpnr, seed 1): CNV's second layer as a 2,048-bit array (PE 32 x SIMD 64) placed at
-#: 105.5-109.9 MHz over three seeds; as a 4,096-bit one (PE 64 x SIMD 64) at 85.6 and 88.2 MHz, its input word routed
-#: 6.8 ns to the farthest of the 64 PEs
+#: ECP5-85 at 100 MHz (nextpnr): CNV's binary second layer with 2,048 products per cycle (PE 32 x SIMD 64) placed
+#: at 105.5-109.9 MHz over three seeds; with 4,096 (PE 64 x SIMD 64) at 85.6 and 88.2 MHz, its input word routed
+#: 6.8 ns to the farthest of the 64 PEs. Multi-bit products count by their bits, as their cells are wider
+#: (an assumption: no wide multi-bit unit has been placed)
 ECP5 = Fabric("ecp5", 4, 18432, RAMB18_SHAPES, 1, max_array_bits=2048)
 ICE40 = Fabric("ice40", 4, 4096, ((2, 2048), (4, 1024), (8, 512), (16, 256)), 1)
 

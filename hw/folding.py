@@ -80,7 +80,8 @@ class _Unit:
 
 
 def array_bits(op: HWOp, fold: dict[str, int]) -> int:
-    """Product bits per cycle of a matrix unit at ``fold``: PE x SIMD x input bits x weight bits (0 for other ops)."""
+    """Product bits a matrix unit takes in each cycle at ``fold`` (PE x SIMD x input bits x weight bits; 0 for other
+    ops): its input word fans out to PE lanes across an array that grows with them, which sets how far it travels."""
     if not hasattr(op, "weight_bits"):
         return 0
     return fold["PE"] * fold["SIMD"] * op.input_datatype().bitwidth() * op.weight_bits()
@@ -126,7 +127,10 @@ def fold_for_fps(model: ModelWrapper, target_fps: float, clock_mhz: float, fabri
         )
     for unit, fold in zip(units, choices):
         unit.apply(fold)
-    return {"mode": "target_fps", "target_fps": target_fps, "met": True}
+    limit = fabric.max_array_bits
+    wide = [unit.node.name for unit, fold in zip(units, choices) if limit and array_bits(unit.op, fold) > limit]
+    return {"mode": "target_fps", "target_fps": target_fps, "met": True, "max_array_bits": limit,
+            "over_timing_limit": wide}
 
 
 def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap: float = 0.0) -> dict[str, Any]:

@@ -136,6 +136,12 @@ def compile_run(cfg: Config, run: RunDir, images: np.ndarray | None = None) -> d
         "board": cfg.compile.board,
         "fits_board": estimates["board"]["fits"],
     }
+    if estimates["folding"].get("over_timing_limit"):
+        wide = estimates["folding"]["over_timing_limit"]
+        out.info(f"warning: {', '.join(wide)} {'is' if len(wide) == 1 else 'are'} folded wider than the "
+                 f"{estimates['fabric'].upper()}'s {estimates['folding']['max_array_bits']:,} product bits per cycle, "
+                 "where designs were measured to miss 100 MHz; lower compile.target_fps or compile.clock_mhz if "
+                 "the bitstream misses its clock")
     if "stopped" in estimates["folding"]:  # board folding: why the design is no faster
         figures["folding_stopped"] = estimates["folding"]["stopped"]
         out.info(f"folded for {cfg.compile.board} at {estimates['frames_per_second']:,.0f} frames/s: no faster, as "

@@ -252,6 +252,7 @@ def test_tfc_fold_for_board_fits(tfc, board_folded, board):
     assert est["flip_flops"] is None or est["flip_flops"] <= spec.flip_flops * LUT_BUDGET_SHARE
     assert (est["flip_flops"] is None) == (spec.fabric.name != "ecp5")  # the calibrated fabric counts them
     assert result["board"] == board and result["steps"] > 0
+    assert spec.fabric.max_array_bits == 0 or _widest(model) <= spec.fabric.max_array_bits
     assert result["lut_budget"] == int(spec.luts * LUT_BUDGET_SHARE) and result["ram_budget"] == spec.ram_blocks
     # it made the design faster than fully folded
     baseline = estimate(tfc, CLOCK_MHZ, spec.fabric)
@@ -293,16 +294,15 @@ def _widest(model) -> int:
     return max(array_bits(getCustomOp(n), getCustomOp(n).folding()) for n in hw_nodes(model) if n.op_type == "MVTU")
 
 
-@pytest.mark.parametrize("network", ["tfc", "cnv"])
-def test_fold_for_board_keeps_matrix_units_within_the_fabrics_timing_limit(network, request):
-    """The ULX3S folding stops growing a matrix unit at ECP5's measured limit; without the limit the same budget
-    builds a wider, faster one, so the limit is what stopped it."""
-    source, ulx3s = request.getfixturevalue(network), get_board("ulx3s")
-    limited, unlimited = fresh(source), fresh(source)
+def test_fold_for_board_keeps_matrix_units_within_the_fabrics_timing_limit(cnv):
+    """CNV's ULX3S folding stops growing its second layer at ECP5's measured limit; without the limit the same
+    budget builds a wider, faster one, so the limit is what stopped it."""
+    ulx3s = get_board("ulx3s")
+    limited, unlimited = fresh(cnv), fresh(cnv)
     result = fold_for_board(limited, ulx3s, CLOCK_MHZ)
     fold_for_board(unlimited, replace(ulx3s, fabric=replace(ECP5, max_array_bits=0)), CLOCK_MHZ)
     assert result["fits"] and result["max_array_bits"] == ECP5.max_array_bits > 0
-    assert "timing limit of 2,048 product bits" in result["stopped"]
+    assert "timing limit of 2,048 product bits per cycle" in result["stopped"]
     assert _widest(limited) <= ECP5.max_array_bits < _widest(unlimited)
     fps = [estimate(m, CLOCK_MHZ, ECP5)["frames_per_second"] for m in (limited, unlimited)]
     assert fps[0] < fps[1]
@@ -358,3 +358,14 @@ def test_boards_are_found_in_any_case() -> None:
     assert get_board("ULX3S") is BOARDS["ulx3s"]
     with pytest.raises(ConfigError, match="unknown board 'pynq-z9'"):
         get_board("pynq-z9")
+
+
+def test_fold_for_fps_names_matrix_units_past_the_timing_limit(cnv):
+    """A frame rate is folded as asked, past the limit too, and the units past it are named for compile's warning."""
+    within, past = fresh(cnv), fresh(cnv)
+    assert fold_for_fps(within, 6000, CLOCK_MHZ, ECP5)["over_timing_limit"] == []
+    result = fold_for_fps(past, 9000, CLOCK_MHZ, ECP5)
+    wide = [n.name for n in hw_nodes(past) if n.op_type == "MVTU"
+            and array_bits(getCustomOp(n), getCustomOp(n).folding()) > ECP5.max_array_bits]
+    assert result["over_timing_limit"] == wide and "MVTU_1" in wide
+    assert fold_for_fps(fresh(cnv), 9000, CLOCK_MHZ, XILINX)["over_timing_limit"] == []  # no limit measured there
