@@ -58,6 +58,25 @@ def threshold_hold_bits(p: dict[str, Any]) -> int:
     return word + p["PE"] * p["ACC_W"]
 
 
+def weight_rom_is_logic(p: dict[str, Any]) -> bool:
+    """Whether ``bnn_mvtu`` builds its weight ROM as one logic ROM (its ``g_lut_rom``), rather than in banks of logic
+    or block RAM: the estimates' rule (``LUTROM_MAX_BITS``, ``SHALLOW_ROM_WORDS``) on the instance's parameters."""
+    from bnnflow.hw.estimates import LUTROM_MAX_BITS, SHALLOW_ROM_WORDS  # the estimates import this module
+
+    word = p["PE"] * p["SIMD"] * p["W_BITS"]
+    depth = (p["MW"] // p["SIMD"]) * (p["MH"] // p["PE"])
+    return depth <= p["WBANK_DEPTH"] and (word * max(depth, 2) <= LUTROM_MAX_BITS or depth <= SHALLOW_ROM_WORDS)
+
+
+def weight_hold_bits(p: dict[str, Any]) -> int:
+    """Flip-flops of ``bnn_mvtu``'s third weight hold (WHOLD = 1): every bank's word, and the input word delayed to
+    meet them; 0 without it (instances synthesized before it existed have no WHOLD)."""
+    if not p.get("WHOLD", 0):
+        return 0
+    depth = (p["MW"] // p["SIMD"]) * (p["MH"] // p["PE"])
+    return math.ceil(depth / p["WBANK_DEPTH"]) * p["PE"] * p["SIMD"] * p["W_BITS"] + p["SIMD"] * p["IN_BITS"]
+
+
 def _mvtu(p: dict[str, Any]) -> dict[str, float]:
     pe, simd, acc = p["PE"], p["SIMD"], p["ACC_W"]
     sf, nf = p["MW"] // simd, p["MH"] // pe
@@ -77,6 +96,7 @@ def _mvtu(p: dict[str, Any]) -> dict[str, float]:
         "search_bits": pe * acc * search,
         "search_bank_bits": pe * _search_bank_bits(p, nf),
         "thr_hold_bits": threshold_hold_bits(p),
+        "w_hold_bits": weight_hold_bits(p),
         "bank_select_bits": lanes * p["W_BITS"] * (banks - 1),
         "out_bits": pe * p["OUT_BITS"],
         "counter_bits": _log2(sf) + _log2(nf) + _log2(nf * sf),

@@ -104,3 +104,28 @@ def test_hierarchy_cells_counts_each_instance_through_its_submodules(tmp_path: P
     path.write_text(json.dumps(netlist))
     assert hierarchy_cells(path) == {"u_mvtu_0": {"lut4": 5, "ff": 3}, "u_mvtu_1": {"lut4": 5, "ff": 3},
                                      "u_dwc_mvtu_1_in0": {"lut4": 6, "ff": 1}, "u_uart": {"lut4": 1, "ff": 0}}
+
+
+def test_weights_in_banks_or_block_ram_get_the_third_hold_and_the_model_counts_it() -> None:
+    """CNV at 3,000 frames/s has both kinds of weight ROM: the generator sets WHOLD exactly on the MVTUs whose
+    weights are in banks or block RAM (the first memory of each is its weights), and the model's ``w_hold_bits``
+    is every bank's word plus the input word there, 0 elsewhere."""
+    from bnnflow.hw.rtl.resources import weight_hold_bits
+
+    dataflow = build_dataflow("cnv", (3, 32, 32))
+    fold_for_fps(dataflow, 3000, 100.0, ECP5)
+    kinds = set()
+    for node, op in hw_ops(dataflow):
+        if node.op_type != "MVTU":
+            continue
+        p = rtl_layer(dataflow, node, op).params
+        weights = op.memories(dataflow)[0]
+        in_blocks = memory_cost(weights, ECP5)[0] > 0
+        banks = -(-(p["MW"] // p["SIMD"]) * (p["MH"] // p["PE"]) // p["WBANK_DEPTH"])
+        held = bool(p.get("WHOLD"))
+        kinds.add(held)
+        assert held == (in_blocks or banks > 1), node.name
+        word = p["PE"] * p["SIMD"] * p["W_BITS"]
+        assert weight_hold_bits(p) == (banks * word + p["SIMD"] * p["IN_BITS"] if held else 0)
+        assert features("bnn_mvtu", p, 0)["w_hold_bits"] == weight_hold_bits(p)
+    assert kinds == {True, False}
