@@ -10,9 +10,8 @@ Two targets:
   still fits the board's LUT share and block RAMs; it stops at the first step that would not fit, or once the
   pipeline reaches an optional frame-rate cap. On a fabric with a measured timing limit (``Fabric.max_array_bits``)
   no matrix unit grows wider than it, since a wider array's input word does not reach its farthest PE within a
-  clock cycle. A design that does not fit even fully folded stays fully folded
-  and is marked ``fits: False`` with the reason: it still gets its RTL and cosimulation, and the bitstream stage
-  refuses it before synthesis.
+  clock cycle. A design that does not fit even fully folded stays fully folded and is marked ``fits: False`` with
+  the reason: it still gets its RTL and cosimulation, and the bitstream stage refuses it before synthesis.
 
 A sliding window is folded with the matrix unit it feeds: they must stream the same SIMD lanes, so that unit's
 SIMD is limited to divisors of the window's channel count.
