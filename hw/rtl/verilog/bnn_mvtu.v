@@ -179,9 +179,10 @@ module bnn_mvtu #(
     // The weights sit in banks of at most WBANK_DEPTH words (file WEIGHT_FILE_bb.hex for bank bb), each read into
     // its block RAM's register and held twice more (three times with WHOLD) before the bank is selected: a deep
     // layer's ROM spans dozens of block RAMs, and selecting among their raw outputs in the same cycle would limit
-    // the clock. The holds let the placer spread the way from a block RAM (whose data comes 5.8 ns after the clock
-    // on an ECP5) to the select: with two, CNV's fifth layer on a full ULX3S (36 block RAMs in 18 banks, 88 % of
-    // the device's block RAMs in use) routed a block RAM 4.3 ns to its first hold (98.4 MHz).
+    // the clock. The holds give the placer room between a block RAM (whose data comes 5.8 ns after the clock on an
+    // ECP5) and the select: with two, CNV's fifth layer on a full ULX3S (36 block RAMs in 18 banks, 88 % of the
+    // device's block RAMs in use) routed a block RAM 4.3 ns to its first hold (98.4 MHz). The placer may still put
+    // the first hold far from its block RAM (docs/architecture.md, memories).
     localparam integer WDEPTH = SF * NF;
     localparam integer BW = WAW < $clog2(WBANK_DEPTH) ? WAW : $clog2(WBANK_DEPTH);
     localparam integer NB = (WDEPTH + (1 << BW) - 1) / (1 << BW);
