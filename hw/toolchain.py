@@ -3,7 +3,9 @@
 ``build_bitstream`` writes, into one folder (``RUN/fpga/BOARD/`` in a run):
 
     bnnflow_pll.v, bnnflow_board.v, BOARD.lpf|pcf   the board wrapper and pins (``bnnflow.hw.board_io``)
-    yosys.log, synth.json                             synthesis (``synth_ecp5`` / ``synth_ice40``)
+    yosys.log, synth.json                             synthesis (``synth_ecp5`` / ``synth_ice40``); on ECP5 the
+                                                      registers after block RAMs moved into them
+                                                      (``bnnflow.hw.block_ram_registers``)
     nextpnr.log, nextpnr_report.json, placed.*        place and route (timing misses are reported, not fatal)
     pack.log, BOARD.bit|bin                           the bitstream
     report.json                                       utilisation, Fmax against the clock, tool versions, seconds
@@ -39,6 +41,7 @@ from typing import Any, Callable, Iterator
 
 from bnnflow.errors import ConfigError, ToolchainError
 from bnnflow.hw import board_io
+from bnnflow.hw.block_ram_registers import Absorbed, absorb_in_netlist_file
 from bnnflow.hw.board_io import BoardIO
 from bnnflow.hw.boards import get_board
 from bnnflow.pipeline.console import out
@@ -229,8 +232,9 @@ def generate_board(board: str, clock_mhz: float, out_dir: Path, baud: int = 1152
     return BoardFiles(io, pll, cycles, baud, top, pll_path, constraints)
 
 
-def synthesize(sources: list[Path], family: str, out_dir: Path, top: str = board_io.TOP) -> Path:
-    """yosys ``synth_ecp5`` / ``synth_ice40`` of ``sources`` into ``out_dir/synth.json`` (log: yosys.log).
+def synthesize(sources: list[Path], family: str, out_dir: Path, top: str = board_io.TOP) -> tuple[Path, Absorbed]:
+    """yosys ``synth_ecp5`` / ``synth_ice40`` of ``sources`` into ``out_dir/synth.json`` (log: yosys.log); on
+    ECP5, the registers after block RAMs then move into the block RAMs' output registers (what moved is returned).
 
     yosys runs in the folder of the first source, so relative ``$readmemh`` paths resolve as they do there.
     """
@@ -240,7 +244,7 @@ def synthesize(sources: list[Path], family: str, out_dir: Path, top: str = board
     # the library asks for LUT RAM by this macro; iCE40 has none, so there yosys chooses (flip-flops or block RAM)
     defines = ["-D", 'BNNFLOW_LUT_RAM="auto"'] if family == "ice40" else []
     run_tool("yosys", [*defines, "-p", script, *sources], out_dir / "yosys.log", cwd)
-    return netlist
+    return netlist, absorb_in_netlist_file(netlist) if family == "ecp5" else Absorbed(0, 0)
 
 
 def place_and_route(netlist: Path, files: BoardFiles, out_dir: Path, seed: int = 1) -> tuple[Path, Path]:
@@ -374,7 +378,10 @@ def build_bitstream(sources: list[Path], board: str, clock_mhz: float, out_dir: 
     with _step(board, "board wrapper and PLL", "pll", seconds):
         files = generate_board(board, clock_mhz, out_dir, baud)
     with _step(board, f"synthesis (yosys {_FLOW[family][0].split()[0]})", "synthesis", seconds):
-        netlist = synthesize([*sources, *files.verilog], family, out_dir)
+        netlist, absorbed = synthesize([*sources, *files.verilog], family, out_dir)
+        if absorbed.flip_flops:
+            out.info(f"{board}: {absorbed.flip_flops:,} flip-flops moved into the output registers of "
+                     f"{absorbed.block_rams:,} block RAMs")
     with _step(board, f"place and route ({_FLOW[family][1]})", "place_and_route", seconds):
         placed, pnr_report = place_and_route(netlist, files, out_dir, seed)
     with _step(board, f"packing ({_FLOW[family][2]})", "packing", seconds):
@@ -394,6 +401,7 @@ def build_bitstream(sources: list[Path], board: str, clock_mhz: float, out_dir: 
         "uart": {"baud": baud, "clks_per_bit": files.clks_per_bit,
                  "actual_baud": round(files.pll.achieved_mhz * 1e6 / files.clks_per_bit, 1)},
         **result,
+        "block_ram_output_registers": {"block_rams": absorbed.block_rams, "flip_flops": absorbed.flip_flops},
         "seed": seed,
         "tools": tool_versions(family),
         "seconds": seconds,

@@ -156,6 +156,7 @@ def test_build_bitstream_ecp5_ulx3s_writes_bit(ecp5_build: tuple[dict, Path]) ->
     util = report["utilization"]
     assert util["ff"] == {"used": LOOPBACK_FLIP_FLOPS, "available": 83640}
     assert util["lut4"]["available"] == 83640 and util["bram"] == {"used": 0, "available": 208}
+    assert report["block_ram_output_registers"] == {"block_rams": 0, "flip_flops": 0}  # no block RAM to read
     assert report["met"] is True
     lpf = (out_dir / "ulx3s.lpf").read_text()
     for site in ('"clk_osc" SITE "G2"', '"uart_rx" SITE "M1"', '"uart_tx" SITE "L4"', '"led_error" SITE "B2"'):
