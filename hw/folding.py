@@ -173,14 +173,16 @@ def fold_for_board(model: ModelWrapper, board: Board, clock_mhz: float, fps_cap:
         faster = [(c, f) for c, f in faster if not limit or array_bits(unit.op, f) <= limit]
         cost, fold = max(faster, key=lambda cf: (cf[0][0], -cf[0][1]))  # the smallest step, cheapest first
         new = [n - costs[slowest][k] + cost[k] for n, k in zip(need, (1, 2, 3))]
-        unit.apply(fold)  # the width converters and join FIFOs follow the lanes of the layers around them
-        moved = join_fifo_estimate(model, fabric)
-        new = [n + moved[key] - fifos[key] for n, key in zip(new, ("luts", "ram_blocks", "flip_flops"))]
+        # the width converters, join FIFOs and the wrapper (as wide as the first and last streams) follow the lanes
+        unit.apply(fold)
+        moved, rewrapped = join_fifo_estimate(model, fabric), wrapper_estimate(model, fabric)
+        new = [n + moved[key] - fifos[key] + rewrapped.get(key, 0) - wrapper.get(key, 0)
+               for n, key in zip(new, ("luts", "ram_blocks", "flip_flops"))]
         if any(n > b for n, b in zip(new, budget)):
             unit.apply(current[slowest])
             stop = f"speeding up the bottleneck {unit.node.name} would not fit {board.name}"
             break
-        current[slowest], costs[slowest], need, fifos = fold, cost, new, moved
+        current[slowest], costs[slowest], need, fifos, wrapper = fold, cost, new, moved, rewrapped
         steps += 1
     for unit, fold in zip(units, current):
         unit.apply(fold)
