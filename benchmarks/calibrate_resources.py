@@ -8,12 +8,14 @@
 BatchNorms whose statistics are measured on random inputs, so thresholds fall where trained ones do; folded for a
 frame rate or for the ULX3S; the MLPs end in a label select), generates its RTL, synthesizes it with the board
 wrapper with yosys ``synth_ecp5``, each layer, stream module and the UART bridge kept a module of its own and
-flattened inside (``_script``), and records each instance's LUT4s
+flattened inside (``_script``), moves the registers after block RAMs into them as the build does
+(``bnnflow.hw.block_ram_registers``), and records each instance's LUT4s
 (nextpnr's count: a carry cell two, a LUT RAM cell six) and flip-flops with its module, parameters and the bits
 of its memories that go to LUTs, in ``hw/rtl/calibration/ecp5_samples.jsonl`` (a design's rows are replaced when
 it is collected again; a design whose Verilog is unchanged since its last synthesis in --out is not synthesized
 again). ``placed`` records what nextpnr placed (TRELLIS_COMB, TRELLIS_FF) for run folders that built a bitstream,
-with the instances' features, in ``hw/rtl/calibration/ecp5_placed.jsonl``.
+with the instances' features, in ``hw/rtl/calibration/ecp5_placed.jsonl``; for a build from before that move,
+the flip-flops it moves are taken off (nextpnr places every flip-flop of the netlist).
 
 ``fit`` fits each module's coefficients for LUT4s and for flip-flops (non-negative least squares over its
 instances), then the factors from the models' sums to placed figures (least squares through the origin over the
@@ -38,6 +40,7 @@ import torch
 from scipy.optimize import nnls
 from torch import nn
 
+from bnnflow.hw.block_ram_registers import absorb_output_registers
 from bnnflow.hw.boards import ECP5, get_board
 from bnnflow.hw.convert import to_dataflow
 from bnnflow.hw.estimates import hw_ops, lut_memory_bits
@@ -135,8 +138,10 @@ def _base(module: str) -> str:
 
 def hierarchy_cells(netlist: Path) -> dict[str, dict[str, int]]:
     """LUT4s and flip-flops of every instance in ``bnnflow_accel`` and of the UART bridge, from a netlist that keeps
-    them as modules."""
-    modules = json.loads(netlist.read_text())["modules"]
+    them as modules, once the registers after block RAMs have moved into them as the build moves them."""
+    data = json.loads(netlist.read_text())
+    absorb_output_registers(data)
+    modules = data["modules"]
     memo: dict[str, collections.Counter] = {}
 
     def count(name: str) -> collections.Counter:
@@ -241,9 +246,15 @@ def placed(runs: list[Path]) -> None:
             raise SystemExit(f"{run}: no ULX3S build (fpga/ulx3s/report.json or ulx3s/report.json)")
         report = json.loads(report_path.read_text())
         name = run.resolve().name
+        placed_ff = report["utilization"]["ff"]["used"]
+        if "block_ram_output_registers" not in report:
+            # built before the registers after block RAMs moved into them: nextpnr places every flip-flop of the
+            # netlist, so the build would now place those the pass moves fewer
+            moved = absorb_output_registers(json.loads((report_path.parent / report["files"]["netlist"]).read_text()))
+            placed_ff -= moved.flip_flops
+            print(f"{name}: built before block RAM output registers; {moved.flip_flops:,} of its flip-flops move")
         rows = [row for row in rows if row["design"] != name]
-        rows.append({"design": name, "placed_lut4": report["utilization"]["lut4"]["used"],
-                     "placed_ff": report["utilization"]["ff"]["used"],
+        rows.append({"design": name, "placed_lut4": report["utilization"]["lut4"]["used"], "placed_ff": placed_ff,
                      "instances": list(instances(load_model(run / "dataflow.onnx", "compile")).values())})
         print(f"{name}: {rows[-1]['placed_lut4']:,} TRELLIS_COMB, {rows[-1]['placed_ff']:,} TRELLIS_FF")
     PLACED.write_text("".join(json.dumps(row) + "\n" for row in rows))

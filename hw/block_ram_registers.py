@@ -66,7 +66,7 @@ def _loads(module: dict[str, Any]) -> dict[int, list[tuple[str, str]]]:
 
 def _plain_register(cell: dict[str, Any], clock: list[Any], inverted: bool) -> bool:
     """Whether ``cell`` is a flip-flop on ``clock`` (at the edge given), with no enable or reset, powering up 0."""
-    connections = cell["connections"]
+    connections = cell.get("connections", {})
     return (cell["type"] == _FF
             and connections.get("CLK") == clock
             and _param(cell, "CLKMUX", "CLK") == ("INV" if inverted else "CLK")
@@ -79,7 +79,7 @@ def _absorb_group(module: dict[str, Any], loads: dict[int, list[tuple[str, str]]
                   sides: str, clock_side: str) -> list[tuple[str, str]]:
     """The (data output, flip-flop) pairs to absorb for a read port that drives ``sides``' outputs, or [] if any
     used output of it drives something else."""
-    connections = bram["connections"]
+    connections = bram.get("connections", {})
     clock = connections.get(f"CLK{clock_side}")
     if not clock or not isinstance(clock[0], int):
         return []

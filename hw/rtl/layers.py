@@ -24,7 +24,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from bnnflow.errors import UnsupportedGraphError
 from bnnflow.hw.estimates import hw_ops
 from bnnflow.hw.ops.base import PARALLEL_THRESHOLDS, bank_depth
-from bnnflow.hw.rtl.resources import threshold_hold_bits, weight_hold_bits, weight_rom_is_logic
+from bnnflow.hw.rtl.resources import threshold_hold_bits
 from bnnflow.hw.rtl.stream import StreamFormat, encode, write_hex
 
 
@@ -214,8 +214,6 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
               "W_BITS": w_bits, "W_BIPOLAR": int(bipolar), "XNOR": int(xnor), "ACC_W": acc_w, "N_THR": n_thr,
               "OUT_BITS": out_bits, "OUT_BIAS": op.get_nodeattr("outputBias"), "WBANK_DEPTH": bank,
               "WEIGHT_FILE": f"{node.name}_weights"}
-    if not weight_rom_is_logic(params):  # weights in banks or block RAM, spread over the device: a third hold
-        params["WHOLD"] = 1
     if n_thr and levels:
         files, banks = _search_roms(folder, f"{node.name}_search", clipped, pe, levels, high + 1, acc_w)
         roms += files
@@ -237,8 +235,7 @@ def _mvtu(folder: Path, model: ModelWrapper, node, op) -> Layer:
         params.update(PAD=1, OH=len(rows), OWD=len(cols), NCLS=classes, ROW_FILE=roms[-3], COL_FILE=roms[-2],
                       CORR_FILE=roms[-1])
     # two input vectors (the double buffer), and the output FIFO (NF beats a vector) that also holds the pipeline
-    stages = (10 + (not xnor) + 2 * pad + (4 * levels - 1 if n_thr and levels else 0) + bool(threshold_hold_bits(params))
-              + bool(weight_hold_bits(params)))
+    stages = 10 + (not xnor) + 2 * pad + (4 * levels - 1 if n_thr and levels else 0) + bool(threshold_hold_bits(params))
     held = sf * (2 + -(-_out_fifo_depth(stages, 5, 16) // nf))
     return Layer(node.name, "bnn_mvtu", params, StreamFormat(simd, in_bits, in_signed, vectors * sf),
                  StreamFormat(pe, out_bits, out_signed, vectors * nf), roms, held)

@@ -58,23 +58,21 @@ def threshold_hold_bits(p: dict[str, Any]) -> int:
     return word + p["PE"] * p["ACC_W"]
 
 
-def weight_rom_is_logic(p: dict[str, Any]) -> bool:
-    """Whether ``bnn_mvtu`` builds its weight ROM as one logic ROM (its ``g_lut_rom``), rather than in banks of logic
-    or block RAM: the estimates' rule (``LUTROM_MAX_BITS``, ``SHALLOW_ROM_WORDS``) on the instance's parameters."""
+def weight_register_bits(p: dict[str, Any]) -> int:
+    """Flip-flops of ``bnn_mvtu``'s weight words between its ROM and the bank select: three words (read, two holds)
+    for a ROM or bank in logic, one (the second hold) for a bank in block RAM, which holds the read and, on an ECP5,
+    the first hold in its output register (``bnnflow.hw.block_ram_registers``). The RTL's rule, on its parameters."""
     from bnnflow.hw.estimates import LUTROM_MAX_BITS, SHALLOW_ROM_WORDS  # the estimates import this module
 
     word = p["PE"] * p["SIMD"] * p["W_BITS"]
     depth = (p["MW"] // p["SIMD"]) * (p["MH"] // p["PE"])
-    return depth <= p["WBANK_DEPTH"] and (word * max(depth, 2) <= LUTROM_MAX_BITS or depth <= SHALLOW_ROM_WORDS)
-
-
-def weight_hold_bits(p: dict[str, Any]) -> int:
-    """Flip-flops of ``bnn_mvtu``'s third weight hold (WHOLD = 1): every bank's word, and the input word delayed to
-    meet them; 0 without it (instances synthesized before it existed have no WHOLD)."""
-    if not p.get("WHOLD", 0):
-        return 0
-    depth = (p["MW"] // p["SIMD"]) * (p["MH"] // p["PE"])
-    return math.ceil(depth / p["WBANK_DEPTH"]) * p["PE"] * p["SIMD"] * p["W_BITS"] + p["SIMD"] * p["IN_BITS"]
+    bank = min(p["WBANK_DEPTH"], 1 << max(1, math.ceil(math.log2(max(depth, 2)))))
+    total = 0
+    for start in range(0, depth, bank):
+        words = max(2, min(bank, depth - start))
+        in_logic = word * words <= LUTROM_MAX_BITS or words <= SHALLOW_ROM_WORDS
+        total += word * (3 if in_logic else 1)
+    return total
 
 
 def _mvtu(p: dict[str, Any]) -> dict[str, float]:
@@ -96,8 +94,8 @@ def _mvtu(p: dict[str, Any]) -> dict[str, float]:
         "search_bits": pe * acc * search,
         "search_bank_bits": pe * _search_bank_bits(p, nf),
         "thr_hold_bits": threshold_hold_bits(p),
-        "w_hold_bits": weight_hold_bits(p),
         "bank_select_bits": lanes * p["W_BITS"] * (banks - 1),
+        "w_reg_bits": weight_register_bits(p),
         "out_bits": pe * p["OUT_BITS"],
         "counter_bits": _log2(sf) + _log2(nf) + _log2(nf * sf),
     }

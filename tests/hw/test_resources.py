@@ -106,11 +106,11 @@ def test_hierarchy_cells_counts_each_instance_through_its_submodules(tmp_path: P
                                      "u_dwc_mvtu_1_in0": {"lut4": 6, "ff": 1}, "u_uart": {"lut4": 1, "ff": 0}}
 
 
-def test_weights_in_banks_or_block_ram_get_the_third_hold_and_the_model_counts_it() -> None:
-    """CNV at 3,000 frames/s has both kinds of weight ROM: the generator sets WHOLD exactly on the MVTUs whose
-    weights are in banks or block RAM (the first memory of each is its weights), and the model's ``w_hold_bits``
-    is every bank's word plus the input word there, 0 elsewhere."""
-    from bnnflow.hw.rtl.resources import weight_hold_bits
+def test_weight_registers_are_three_words_in_logic_and_one_in_block_ram() -> None:
+    """CNV at 3,000 frames/s has both kinds of weight ROM: where the estimates put the weights in block RAM (the
+    first memory of each MVTU), the model counts one register word per bank (the second hold: the read and the
+    first hold are in the block RAM), and three where they are logic."""
+    from bnnflow.hw.rtl.resources import weight_register_bits
 
     dataflow = build_dataflow("cnv", (3, 32, 32))
     fold_for_fps(dataflow, 3000, 100.0, ECP5)
@@ -119,13 +119,10 @@ def test_weights_in_banks_or_block_ram_get_the_third_hold_and_the_model_counts_i
         if node.op_type != "MVTU":
             continue
         p = rtl_layer(dataflow, node, op).params
-        weights = op.memories(dataflow)[0]
-        in_blocks = memory_cost(weights, ECP5)[0] > 0
+        in_blocks = memory_cost(op.memories(dataflow)[0], ECP5)[0] > 0
         banks = -(-(p["MW"] // p["SIMD"]) * (p["MH"] // p["PE"]) // p["WBANK_DEPTH"])
-        held = bool(p.get("WHOLD"))
-        kinds.add(held)
-        assert held == (in_blocks or banks > 1), node.name
         word = p["PE"] * p["SIMD"] * p["W_BITS"]
-        assert weight_hold_bits(p) == (banks * word + p["SIMD"] * p["IN_BITS"] if held else 0)
-        assert features("bnn_mvtu", p, 0)["w_hold_bits"] == weight_hold_bits(p)
+        kinds.add(in_blocks)
+        assert weight_register_bits(p) == (banks * word if in_blocks else 3 * banks * word), node.name
+        assert features("bnn_mvtu", p, 0)["w_reg_bits"] == weight_register_bits(p)
     assert kinds == {True, False}

@@ -24,8 +24,8 @@
 //
 // The input vector sits in a double buffer: the next vector streams in while the unit reuses the current one
 // for its NF passes, so a layer's throughput is max(its input time, NF*SF) without large FIFOs around it.
-// Pipeline: issue -> ROM and buffer read -> hold -> hold -> (weights in block RAM: hold) -> bank select ->
-// (multi-bit: products) -> four levels of sums -> accumulate -> threshold -> output FIFO.
+// Pipeline: issue -> ROM and buffer read -> hold -> hold -> bank select -> (multi-bit: products) -> four levels of
+// sums -> accumulate -> threshold -> output FIFO.
 // LUT RAM where the family has it (ECP5); on iCE40, which has none, the flow defines BNNFLOW_LUT_RAM as "auto"
 `ifndef BNNFLOW_LUT_RAM
 `define BNNFLOW_LUT_RAM "distributed"
@@ -49,9 +49,6 @@ module bnn_mvtu #(
     parameter integer OUT_BIAS = 0,
     /* verilator lint_on UNUSEDPARAM */
     parameter integer WBANK_DEPTH = 2048,
-    // 1: the weights are held a third time before the bank select, for weight ROMs in block RAM or banks (the
-    // generator's rule, bnnflow.hw.rtl.layers); the input and control wait with them
-    parameter integer WHOLD = 0,
     parameter integer PAD = 0,
     parameter integer OH = 1,
     parameter integer OWD = 1,
@@ -90,9 +87,9 @@ module bnn_mvtu #(
     localparam integer CSTAGE = PAD != 0 ? 2 : 0;
     // thresholds in block RAM are held once more, and the value with them (bnn_thr_count)
     localparam integer THOLD = N_THR > 0 && SEARCH == 0 && PE * N_THR * ACC_W * NF > 4096 ? 1 : 0;
-    // registers from issue to the FIFO: read, 2 hold, weight hold, select, products, 4 sums, accumulate,
-    // 2 correction, threshold hold, output (or the search's four registers a level)
-    localparam integer STAGES = 10 + WHOLD + PSTAGE + CSTAGE + THOLD + (SEARCH > 0 ? 4 * SEARCH - 1 : 0);
+    // registers from issue to the FIFO: read, 2 hold, select, products, 4 sums, accumulate, 2 correction, threshold
+    // hold, output (or the search's four registers a level)
+    localparam integer STAGES = 10 + PSTAGE + CSTAGE + THOLD + (SEARCH > 0 ? 4 * SEARCH - 1 : 0);
     // the output FIFO (a power of two, 16 or more) has room for the pipeline and 5 results more
     localparam integer DEPTH = STAGES + 5 <= 16 ? 16 : 1 << $clog2(STAGES + 5);
     localparam integer ROOM_I = DEPTH - STAGES;  // issue only while the FIFO holds fewer: in-flight results fit
@@ -177,12 +174,10 @@ module bnn_mvtu #(
 
     // ---- stages 1-3: weight ROM and input buffer reads ----
     // The weights sit in banks of at most WBANK_DEPTH words (file WEIGHT_FILE_bb.hex for bank bb), each read into
-    // its block RAM's register and held twice more (three times with WHOLD) before the bank is selected: a deep
-    // layer's ROM spans dozens of block RAMs, and selecting among their raw outputs in the same cycle would limit
-    // the clock. The holds give the placer room between a block RAM (whose data comes 5.8 ns after the clock on an
-    // ECP5) and the select: with two, CNV's fifth layer on a full ULX3S (36 block RAMs in 18 banks, 88 % of the
-    // device's block RAMs in use) routed a block RAM 4.3 ns to its first hold (98.4 MHz). The placer may still put
-    // the first hold far from its block RAM (docs/architecture.md, memories).
+    // its block RAM's register and held twice more before the bank is selected: a deep layer's ROM spans dozens
+    // of block RAMs, and selecting among their raw outputs in the same cycle would limit the clock. On an ECP5 the
+    // first hold becomes the block RAM's own output register (bnnflow.hw.block_ram_registers), whose data comes
+    // out early; as a flip-flop it was placed far from a block RAM whose data comes 5.8 ns after the clock.
     localparam integer WDEPTH = SF * NF;
     localparam integer BW = WAW < $clog2(WBANK_DEPTH) ? WAW : $clog2(WBANK_DEPTH);
     localparam integer NB = (WDEPTH + (1 << BW) - 1) / (1 << BW);
@@ -277,45 +272,17 @@ module bnn_mvtu #(
         end
     endgenerate
 
-    // the third hold (WHOLD): the banks' words, and the input and control with them
-    wire [NB*WW-1:0] banks_w;
-    wire [IW-1:0] x1w;
-    wire v1w, first1w, last1w;
-    wire [NFW-1:0] nf1w;
-    wire [SBW-1:0] sel1w;
-    generate
-        if (WHOLD != 0) begin : g_whold
-            reg [IW-1:0] x1k;
-            reg v1k, first1k, last1k;
-            reg [NFW-1:0] nf1k;
-            reg [SBW-1:0] sel1k;
-            reg [NB*WW-1:0] h3;
-            always @(posedge clk) begin
-                h3 <= banks;
-                x1k <= x1g;
-                v1k <= v1g && !rst;
-                first1k <= first1g;
-                last1k <= last1g;
-                nf1k <= nf1g;
-                sel1k <= sel1g;
-            end
-            assign {banks_w, x1w, v1w, first1w, last1w, nf1w, sel1w} = {h3, x1k, v1k, first1k, last1k, nf1k, sel1k};
-        end else begin : g_wnone
-            assign {banks_w, x1w, v1w, first1w, last1w, nf1w, sel1w} = {banks, x1g, v1g, first1g, last1g, nf1g, sel1g};
-        end
-    endgenerate
-
     reg [WW-1:0] w2;
     reg [IW-1:0] x2;
     reg v2, first2, last2;
     reg [NFW-1:0] nf2;
     always @(posedge clk) begin
-        w2 <= banks_w[sel1w*WW +: WW];
-        x2 <= x1w;
-        v2 <= v1w && !rst;
-        first2 <= first1w;
-        last2 <= last1w;
-        nf2 <= nf1w;
+        w2 <= banks[sel1g*WW +: WW];
+        x2 <= x1g;
+        v2 <= v1g && !rst;
+        first2 <= first1g;
+        last2 <= last1g;
+        nf2 <= nf1g;
     end
 
     // ---- per-PE sums of groups of CH lanes, then of groups of 4 such sums (twice), then the total ----
