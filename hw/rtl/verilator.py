@@ -88,5 +88,8 @@ def build(sources: list[Path], testbench: Path, top: str, build_dir: Path, defin
           "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "--top-module", top, "--Mdir", str(build_dir),
           "-CFLAGS", f"-O2 {flags}".strip(),
           *_absolute([*sources, testbench])], build_dir, build_dir / "build.log", "verilator build")
+    # the precompiled headers (about 75 MB each) only speed up the compile that just ran; a rebuild starts afresh
+    for header in build_dir.glob("*.gch"):
+        header.unlink()
     stamp.write_text(key)
     return exe

@@ -52,6 +52,7 @@ def check_design(model, folder: Path, frames: int = 24, seed: int = 0) -> dict:
     layers = [(layer.name, layer.params, layer.input.beats, layer.output.beats) for layer in design.layers]
     assert report["mismatches"] == 0, (report, layers)
     assert report["cycles_error"] <= 0.05, (report, layers)
+    assert not list((folder / "obj_dir").glob("*.gch")), "the Verilator build kept its precompiled headers"
     return report
 
 
